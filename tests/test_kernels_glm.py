@@ -1,0 +1,107 @@
+"""Numba device functions and kernels vs their NumPy twins (KERNEL_RTOL) and vs R's definitions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit
+from scipy import stats
+
+from impactglm.kernels import links as L
+from conftest import KERNEL_RTOL
+
+LINKS = [L.LINK_IDENTITY, L.LINK_LOG, L.LINK_LOGIT, L.LINK_PROBIT, L.LINK_CLOGLOG, L.LINK_INVERSE]
+FAMILIES = [L.FAMILY_GAUSSIAN, L.FAMILY_BINOMIAL, L.FAMILY_POISSON, L.FAMILY_GAMMA]
+
+
+@njit(cache=True)
+def _map_link(eta, code, which):
+    out = np.empty_like(eta)
+    for i in range(eta.size):
+        out[i] = L.linkinv(eta[i], code) if which == 0 else L.mu_eta(eta[i], code)
+    return out
+
+
+@njit(cache=True)
+def _map_family(y, mu, code, which):
+    out = np.empty_like(mu)
+    for i in range(mu.size):
+        out[i] = L.variance(mu[i], code) if which == 0 else L.unit_deviance(y[i], mu[i], code)
+    return out
+
+
+def _eta_grid():
+    rng = np.random.default_rng(1)
+    grid = np.concatenate([np.linspace(-40, 40, 401), rng.normal(0, 3, 500),
+                           [-800.0, -30.0, -29.999, 30.0, 30.001, 8.2, -8.2, 700.5, 0.0]])
+    return grid
+
+
+@pytest.mark.parametrize("code", LINKS)
+def test_link_kernels_match_numpy_twins(code):
+    eta = _eta_grid()
+    if code == L.LINK_INVERSE:
+        eta = eta[eta != 0]
+    with np.errstate(over="ignore"):
+        for which, twin in ((0, L.linkinv_numpy), (1, L.mu_eta_numpy)):
+            got = _map_link(eta, code, which)
+            want = twin(eta, code)
+            np.testing.assert_allclose(got, want, rtol=KERNEL_RTOL, atol=0)
+
+
+@pytest.mark.parametrize("code", FAMILIES)
+def test_family_kernels_match_numpy_twins(code):
+    rng = np.random.default_rng(2)
+    if code == L.FAMILY_BINOMIAL:
+        mu = rng.uniform(1e-9, 1 - 1e-9, 600)
+        y = np.concatenate([rng.integers(0, 2, 300), rng.uniform(0, 1, 300)]).astype(float)
+    elif code == L.FAMILY_GAUSSIAN:
+        mu = rng.normal(0, 5, 600)
+        y = rng.normal(0, 5, 600)
+    else:
+        mu = rng.gamma(2.0, 2.0, 600) + 1e-6
+        y = rng.poisson(3.0, 600).astype(float) if code == L.FAMILY_POISSON else rng.gamma(2.0, 1.0, 600)
+    for which in (0, 1):
+        got = _map_family(y, mu, code, which)
+        want = L.variance_numpy(mu, code) if which == 0 else L.unit_deviance_numpy(y, mu, code)
+        np.testing.assert_allclose(got, want, rtol=KERNEL_RTOL, atol=0)
+
+
+def test_links_agree_with_independent_formulas():
+    """Away from the clipping region the links are the textbook functions (scipy)."""
+    eta = np.linspace(-6, 6, 121)
+    np.testing.assert_allclose(L.linkinv_numpy(eta, L.LINK_LOGIT), 1 / (1 + np.exp(-eta)), rtol=1e-14)
+    np.testing.assert_allclose(L.linkinv_numpy(eta, L.LINK_PROBIT), stats.norm.cdf(eta), rtol=1e-13)
+    np.testing.assert_allclose(L.mu_eta_numpy(eta, L.LINK_PROBIT), stats.norm.pdf(eta), rtol=1e-13)
+    np.testing.assert_allclose(L.linkinv_numpy(eta[eta < 3], L.LINK_CLOGLOG),
+                               1 - np.exp(-np.exp(eta[eta < 3])), rtol=1e-12)
+    # derivatives by central differences
+    h = 1e-6
+    for code in LINKS:
+        e = eta[np.abs(eta) > 0.5] if code == L.LINK_INVERSE else eta
+        fd = (L.linkinv_numpy(e + h, code) - L.linkinv_numpy(e - h, code)) / (2 * h)
+        np.testing.assert_allclose(L.mu_eta_numpy(e, code), fd, rtol=1e-6, atol=1e-10)
+
+
+def test_link_clipping_as_r():
+    """R's safeguards: logit/probit/cloglog stay strictly inside (0, 1); log stays >= eps."""
+    eta = np.array([-1000.0, -50.0, 50.0, 1000.0])
+    for code in (L.LINK_LOGIT, L.LINK_PROBIT, L.LINK_CLOGLOG):
+        mu = _map_link(eta, code, 0)
+        assert np.all(mu > 0) and np.all(mu < 1)
+        assert np.all(_map_link(eta, code, 1) >= L.EPS)
+    assert L.linkinv_numpy(np.array([-1000.0]), L.LINK_LOG)[0] == L.EPS
+    # R: binomial()$linkinv(-31) == .Machine$double.eps / (1 + .Machine$double.eps)
+    assert L.linkinv_numpy(np.array([-31.0]), L.LINK_LOGIT)[0] == L.EPS / (1 + L.EPS)
+
+
+def test_unit_deviance_zero_responses():
+    """y = 0 terms are the limits 0 log 0 = 0 (poisson 2 mu, binomial -2 log(1-mu))."""
+    mu = np.array([0.5, 2.0])
+    np.testing.assert_allclose(L.unit_deviance_numpy(np.zeros(2), mu, L.FAMILY_POISSON), 2 * mu, rtol=1e-15)
+    p = np.array([0.2, 0.7])
+    np.testing.assert_allclose(L.unit_deviance_numpy(np.zeros(2), p, L.FAMILY_BINOMIAL),
+                               -2 * np.log(1 - p), rtol=1e-15)
+    np.testing.assert_allclose(L.unit_deviance_numpy(np.ones(2), p, L.FAMILY_BINOMIAL),
+                               -2 * np.log(p), rtol=1e-15)
+    got = _map_family(np.zeros(2), mu, L.FAMILY_POISSON, 1)
+    assert np.all(np.isfinite(got))
