@@ -120,6 +120,11 @@ def parse_formula(text: str, require_response: bool = True) -> ParsedFormula:
                 pos = start + term.index("^")
                 raise FormulaError("'^' marks a high-cardinality factor and must start a term "
                                    "(write '^g', not 'x:^g'); use I() for powers", text, pos)
+            bar = _misplaced_bar(body)
+            if bar >= 0:
+                raise FormulaError("a random-effects term '(x | g)' must stand alone, in its "
+                                   "own parentheses, added with '+'", text,
+                                   start + term.index(body) + bar)
             fixed.append(term.strip())
     dup = [g for i, g in enumerate(hc) if g in hc[:i]]
     if dup:
@@ -186,6 +191,30 @@ def _matching_paren(s: str) -> int:
 
 def _has_bar(s: str) -> bool:
     return any(c == "|" for _, c in _top_level_chars(s))
+
+
+def _misplaced_bar(body: str) -> int:
+    """Index of a '|' outside any function call's parentheses in a fixed term, or -1.
+
+    ``x | g``, ``(1|g)*x`` and ``((1|g))`` are misplaced random-effects terms;
+    ``I(a | b)`` is Python inside a call and left to Patsy.
+    """
+    depth_call, stack, quote = 0, [], None
+    for i, c in enumerate(body):
+        if quote:
+            quote = None if c == quote else quote
+            continue
+        if c in "'\"`":
+            quote = c
+        elif c == "(":
+            is_call = bool(re.search(r"[\w.]\s*$", body[:i]))
+            stack.append(is_call)
+            depth_call += is_call
+        elif c == ")" and stack:
+            depth_call -= stack.pop()
+        elif c == "|" and depth_call == 0:
+            return i
+    return -1
 
 
 def _split_top(full: str, s: str, offset: int) -> list[str]:

@@ -1,0 +1,223 @@
+"""Hypothesis property tests: the formula parser, the design builder and the fit path.
+
+Each property counts the examples it ran in ``EXAMPLES``; the counts are printed in
+the pytest terminal summary (``-rA`` not needed: the module fixture writes them) so
+that the issue note can report them.
+
+Part 1  formula parser: random valid formulas parse, their parts agree with what
+        was generated, and re-assembling the parts gives an equivalent formula;
+        random strings either parse or raise FormulaError, never another exception.
+Part 2  design builder: random frames (NaN, empty strings, huge and tiny numbers,
+        unicode level names, categorical and boolean dtypes) give a Design or an
+        ImpactGLMError, never another exception, and never modify the frame.
+Part 3  fit path: random small data give a result whose gradient certificate holds,
+        or an ImpactGLMError.
+"""
+from __future__ import annotations
+
+import keyword
+import re
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from impactglm.errors import FormulaError, ImpactGLMError
+from impactglm.formula import ParsedFormula, RandomTerm, parse_formula
+
+EXAMPLES: Counter = Counter()
+
+FUZZ = settings(max_examples=300, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_counts(request):
+    """Print the number of examples each property ran (for the issue note)."""
+    yield
+    lines = [f"  {name}: {n}" for name, n in sorted(EXAMPLES.items())]
+    text = f"hypothesis examples run ({sum(EXAMPLES.values())} total):\n" + "\n".join(lines)
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            print("\n" + text)
+    else:  # pragma: no cover
+        print(text)
+
+
+# =========================================================================== part 1
+
+_RESERVED = set(keyword.kwlist) | {"C", "I", "Q", "np", "center", "standardize", "scale"}
+names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,5}", fullmatch=True).filter(
+    lambda s: s not in _RESERVED)
+space = st.sampled_from(["", " ", "  "])
+
+
+@st.composite
+def fixed_terms(draw) -> str:
+    """One ordinary (Patsy) term."""
+    a, b = draw(names), draw(names)
+    return draw(st.sampled_from([
+        a, f"C({a})", f"np.log({a})", f"I({a}**2)", f"I({a} - 1e-3)", f"{a}:{b}",
+        f"{a}*{b}", f"C({a}):{b}", f"center({a})",
+    ]))
+
+
+@st.composite
+def random_terms(draw) -> tuple[str, list[RandomTerm]]:
+    """One lme4 term ``(expr | g)`` and the RandomTerms it must expand to."""
+    expr = draw(st.sampled_from(["1", draw(names), f"1 + {draw(names)}", f"0 + {draw(names)}"]))
+    double = draw(st.booleans())
+    a, b, c = draw(names), draw(names), draw(names)
+    kind = draw(st.sampled_from(["plain", "inter", "nest", "nest_inter"]))
+    if kind == "plain":
+        group, groups = a, [(a,)]
+    elif kind == "inter":
+        group, groups = f"{a}:{b}", [(a, b)]
+    elif kind == "nest":
+        group, groups = f"{a}/{b}", [(a,), (a, b)]
+    else:
+        group, groups = f"{a}:{b}/{c}", [(a, b), (a, b, c)]
+    s0, s1 = draw(space), draw(space)
+    text = f"({expr}{s0}{'||' if double else '|'}{s1}{group})"
+    return text, [RandomTerm(expr, g, correlated=not double) for g in groups]
+
+
+@st.composite
+def valid_formulas(draw):
+    """A valid formula and the parts it must parse into."""
+    response = draw(st.sampled_from([draw(names), f"np.log({draw(names)})"]))
+    fixed = draw(st.lists(fixed_terms(), max_size=4))
+    hc = draw(st.lists(names, max_size=3, unique=True))
+    rand = draw(st.lists(random_terms(), max_size=2))
+    intercept = draw(st.sampled_from(["", "-1", "0", "1"]))
+    assume(fixed or hc or rand or intercept)
+    pieces = [("fixed", t) for t in fixed] + [("hc", f"^{g}") for g in hc] + \
+             [("rand", r[0]) for r in rand]
+    order = draw(st.permutations(range(len(pieces)))) if pieces else []
+    pieces = [pieces[i] for i in order]
+    text = ""
+    for i, (_, t) in enumerate(pieces):
+        text += t if i == 0 else f"{draw(space)}+{draw(space)}{t}"
+    if intercept == "-1":
+        text = f"{text} - 1" if text else "-1"
+    elif intercept:
+        text = f"{intercept} + {text}" if text else intercept
+    hc_order = [t[1:] for kind, t in pieces if kind == "hc"]
+    rand_order = [r for kind, t in pieces if kind == "rand" for r in dict(rand)[t]]
+    fixed_order = [t for kind, t in pieces if kind == "fixed"]
+    return f"{response}{draw(space)}~{draw(space)}{text}", response, fixed_order, hc_order, \
+        rand_order, intercept
+
+
+def _patsy_rhs_terms(parsed: ParsedFormula):
+    """The set of Patsy terms (and intercept flag) of the fixed part."""
+    from patsy import ModelDesc
+    desc = ModelDesc.from_formula(parsed.patsy_formula)
+    return frozenset(desc.rhs_termlist), [t.name() for t in desc.lhs_termlist]
+
+
+def reassemble(parsed: ParsedFormula) -> str:
+    """Formula text from the parsed parts (the inverse of parse_formula)."""
+    parts = [parsed.fixed] + [f"^{g}" for g in parsed.high_cardinality] + \
+            [str(r) for r in parsed.random]
+    return f"{parsed.response} ~ " + " + ".join(parts)
+
+
+@FUZZ
+@given(valid_formulas())
+def test_valid_formulas_parse_and_round_trip(case):
+    EXAMPLES["formula: valid, round trip"] += 1
+    text, response, fixed, hc, rand, intercept = case
+    parsed = parse_formula(text)
+    assert parsed.response == response
+    assert list(parsed.high_cardinality) == hc
+    assert list(parsed.random) == rand
+    fixed_split = [t.strip().lstrip("+").strip() for t in re.split(r"\s\+\s|\s\+|\+\s", parsed.fixed)]
+    for term in fixed:
+        assert term in parsed.fixed
+    assert parsed.has_intercept == (intercept not in ("-1", "0")), (text, parsed)
+    assert fixed_split  # never empty: "1" when only special terms
+    # Patsy accepts what is left, and the round trip is the same model.
+    terms, lhs = _patsy_rhs_terms(parsed)
+    again = parse_formula(reassemble(parsed))
+    assert again.response == parsed.response
+    assert again.high_cardinality == parsed.high_cardinality
+    assert again.random == parsed.random
+    assert again.has_intercept == parsed.has_intercept
+    assert _patsy_rhs_terms(again) == (terms, lhs)
+
+
+_ALPHABET = "yxgab01 ^|()~+-*:/.,'\"`CIQ_e\t"
+
+
+@FUZZ
+@given(st.text(alphabet=_ALPHABET, max_size=30))
+def test_random_strings_parse_or_raise_formula_error(text):
+    EXAMPLES["formula: random strings"] += 1
+    try:
+        parsed = parse_formula(text)
+    except FormulaError as exc:
+        assert str(exc)  # a message, with a caret when a position is known
+        if exc.position is not None:
+            assert 0 <= exc.position <= len(text)
+        return
+    assert isinstance(parsed, ParsedFormula)
+    assert parsed.fixed.strip()
+
+
+@FUZZ
+@given(st.text(max_size=20), st.booleans())
+def test_unicode_strings_never_crash(text, require_response):
+    EXAMPLES["formula: unicode strings"] += 1
+    try:
+        parse_formula(text, require_response=require_response)
+    except FormulaError:
+        pass
+
+
+@st.composite
+def broken_formulas(draw):
+    """A valid formula with one mutation that makes it certainly invalid."""
+    text = draw(valid_formulas())[0]
+    lhs, rhs = text.split("~", 1)
+    a = draw(names)
+    mutation = draw(st.sampled_from([
+        "unclosed", "extra_close", "two_tildes", "no_lhs", "trailing_op", "hc_interaction",
+        "minus_hc", "empty_bar", "empty_group", "bad_group", "triple_bar", "double_op",
+        "bad_hc_name", "duplicate_hc", "minus_random", "empty_rhs", "bare_bar",
+    ]))
+    bad = {
+        "unclosed": f"{lhs}~ ({rhs}",
+        "extra_close": f"{lhs}~ {rhs})",
+        "two_tildes": f"{lhs}~ {rhs} ~ {a}",
+        "no_lhs": f"~ {rhs}",
+        "trailing_op": f"{lhs}~ {rhs} +",
+        "hc_interaction": f"{lhs}~ {rhs} + {a}:^{a}",
+        "minus_hc": f"{lhs}~ {rhs} - ^{a}",
+        "empty_bar": f"{lhs}~ {rhs} + ( | {a})",
+        "empty_group": f"{lhs}~ {rhs} + (1 | )",
+        "bad_group": f"{lhs}~ {rhs} + (1 | {a}+1)",
+        "triple_bar": f"{lhs}~ {rhs} + (1 | {a} | {a})",
+        "double_op": f"{lhs}~ {rhs} + + {a}",
+        "bad_hc_name": f"{lhs}~ {rhs} + ^({a} + 1)",
+        "duplicate_hc": f"{lhs}~ {rhs} + ^{a} + ^{a}",
+        "minus_random": f"{lhs}~ {rhs} - (1|{a})",
+        "empty_rhs": f"{lhs}~   ",
+        "bare_bar": f"{lhs}~ {rhs} + {a} | {a}",
+        "random_times": f"{lhs}~ {rhs} + (1 | {a})*{a}",
+        "random_in_parens": f"{lhs}~ {rhs} + ((1 | {a}))",
+    }[mutation]
+    return mutation, bad
+
+
+@FUZZ
+@given(broken_formulas())
+def test_broken_formulas_raise_formula_error(case):
+    EXAMPLES["formula: mutated invalid"] += 1
+    mutation, text = case
+    with pytest.raises(FormulaError):
+        parse_formula(text)
