@@ -75,10 +75,8 @@ class Link:
         return K.mu_eta_numpy(eta, self.code)
 
     def valid_eta(self, eta: np.ndarray) -> bool:
-        """R's valideta: the inverse link needs eta != 0."""
-        if self.name == "inverse":
-            return bool(np.all(np.isfinite(eta)) and np.all(eta != 0))
-        return True
+        """R's valideta (finite; the inverse link needs eta != 0)."""
+        return bool(np.all(K.valid_eta_numpy(eta, self.code)))
 
     def __repr__(self) -> str:
         return f"Link({self.name!r})"
@@ -125,8 +123,8 @@ class Family:
         return float(np.sum(d if w is None else np.asarray(w) * d))
 
     def valid_mu(self, mu: np.ndarray) -> bool:
-        """R's validmu (gaussian accepts anything)."""
-        return True
+        """R's validmu (finite; binomial in (0, 1); poisson and gamma positive)."""
+        return bool(np.all(K.valid_mu_numpy(mu, self.code)))
 
     # -- likelihood -------------------------------------------------------------
     def default_scale(self, y: np.ndarray, mu: np.ndarray, w: np.ndarray) -> float:
@@ -221,9 +219,6 @@ class Binomial(Family):
     links = ("logit", "probit", "cloglog", "log")
     fixed_scale = True
 
-    def valid_mu(self, mu):
-        return bool(np.all(np.isfinite(mu)) and np.all((mu > 0) & (mu < 1)))
-
     def _loglik(self, y, mu, w, scale):
         m = w
         pos = m > 0
@@ -246,9 +241,6 @@ class Poisson(Family):
     links = ("log", "identity")
     fixed_scale = True
 
-    def valid_mu(self, mu):
-        return bool(np.all(np.isfinite(mu)) and np.all(mu > 0))
-
     def _loglik(self, y, mu, w, scale):
         return np.sum(w * stats.poisson.logpmf(y, mu))
 
@@ -266,9 +258,6 @@ class Gamma(Family):
     name = "gamma"
     links = ("inverse", "log", "identity")
     fixed_scale = False
-
-    def valid_mu(self, mu):
-        return bool(np.all(np.isfinite(mu)) and np.all(mu > 0))
 
     def default_scale(self, y, mu, w):
         """D / sum(w), the dispersion R's Gamma()$aic uses."""

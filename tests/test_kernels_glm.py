@@ -105,3 +105,71 @@ def test_unit_deviance_zero_responses():
                                -2 * np.log(p), rtol=1e-15)
     got = _map_family(np.zeros(2), mu, L.FAMILY_POISSON, 1)
     assert np.all(np.isfinite(got))
+
+
+# ---------------------------------------------------------------- fused IRLS pass
+
+from impactglm.kernels.glm import irls_pass, irls_pass_numpy  # noqa: E402
+
+PAIRS = [(L.FAMILY_GAUSSIAN, L.LINK_IDENTITY), (L.FAMILY_GAUSSIAN, L.LINK_LOG),
+         (L.FAMILY_BINOMIAL, L.LINK_LOGIT), (L.FAMILY_BINOMIAL, L.LINK_PROBIT),
+         (L.FAMILY_BINOMIAL, L.LINK_CLOGLOG), (L.FAMILY_POISSON, L.LINK_LOG),
+         (L.FAMILY_GAMMA, L.LINK_INVERSE), (L.FAMILY_GAMMA, L.LINK_LOG)]
+
+
+@pytest.mark.parametrize("fam,link", PAIRS)
+def test_irls_pass_matches_numpy_twin(fam, link):
+    rng = np.random.default_rng(fam * 10 + link)
+    n = 1000
+    eta = rng.normal(0.5, 1.5, n)
+    if link == L.LINK_INVERSE:
+        eta = np.abs(eta) + 0.05
+    if fam == L.FAMILY_BINOMIAL:
+        y = rng.integers(0, 2, n).astype(float)
+        eta[:5] = [-40, 40, 31, -31, 9]          # clipped regions
+    elif fam == L.FAMILY_POISSON:
+        y = rng.poisson(2.0, n).astype(float)
+    elif fam == L.FAMILY_GAMMA:
+        y = rng.gamma(2.0, 1.0, n)
+    else:
+        y = rng.normal(1.0, 1.0, n)
+    w = rng.integers(0, 4, n).astype(float)      # includes zero weights
+    offset = rng.normal(0, 0.1, n)
+    out_nb = [np.empty(n) for _ in range(3)]
+    out_np = [np.empty(n) for _ in range(3)]
+    dev_nb, ok_nb = irls_pass(y, w, eta, offset, link, fam, *out_nb)
+    dev_np, ok_np = irls_pass_numpy(y, w, eta, offset, link, fam, *out_np)
+    assert ok_nb == ok_np
+    assert dev_nb == pytest.approx(dev_np, rel=KERNEL_RTOL)
+    for a, b in zip(out_nb, out_np):
+        np.testing.assert_allclose(a, b, rtol=KERNEL_RTOL, atol=0)
+
+
+def test_irls_pass_flags_invalid_mu():
+    n = 3
+    eta = np.array([0.5, -0.2, 1.0])        # gamma/inverse: negative eta -> negative mu
+    bufs = [np.empty(n) for _ in range(3)]
+    _, ok = irls_pass(np.ones(n), np.ones(n), eta, np.zeros(n), L.LINK_INVERSE, L.FAMILY_GAMMA, *bufs)
+    assert not ok
+    _, ok = irls_pass(np.ones(n), np.ones(n), np.abs(eta), np.zeros(n), L.LINK_INVERSE,
+                      L.FAMILY_GAMMA, *bufs)
+    assert ok
+
+
+@pytest.mark.parametrize("fam", FAMILIES)
+@pytest.mark.parametrize("which", ["mu", "eta"])
+def test_validity_kernels_match_numpy_twins(fam, which):
+    vals = np.array([-1.0, 0.0, 0.5, 1.0, 2.0, np.inf, np.nan])
+
+    @njit
+    def run(v, code, kind):
+        out = np.empty(v.size, dtype=np.bool_)
+        for i in range(v.size):
+            out[i] = L.valid_mu(v[i], code) if kind == 0 else L.valid_eta(v[i], code)
+        return out
+
+    if which == "mu":
+        np.testing.assert_array_equal(run(vals, fam, 0), L.valid_mu_numpy(vals, fam))
+    else:
+        for link in LINKS:
+            np.testing.assert_array_equal(run(vals, link, 1), L.valid_eta_numpy(vals, link))

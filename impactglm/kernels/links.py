@@ -144,6 +144,28 @@ def unit_deviance(y: float, mu: float, family_code: int) -> float:
     return math.nan
 
 
+@njit(cache=True)
+def valid_mu(mu: float, family_code: int) -> bool:
+    """R's validmu: binomial 0 < mu < 1, poisson/gamma mu > 0, all finite."""
+    if not math.isfinite(mu):
+        return False
+    if family_code == FAMILY_BINOMIAL:
+        return 0.0 < mu < 1.0
+    if family_code == FAMILY_POISSON or family_code == FAMILY_GAMMA:
+        return mu > 0.0
+    return True
+
+
+@njit(cache=True)
+def valid_eta(eta: float, link_code: int) -> bool:
+    """R's valideta: finite, and eta != 0 for the inverse link."""
+    if not math.isfinite(eta):
+        return False
+    if link_code == LINK_INVERSE:
+        return eta != 0.0
+    return True
+
+
 # ---------------------------------------------------------------- NumPy twins
 
 def _unknown(kind: str, code: int) -> ValueError:
@@ -230,3 +252,23 @@ def unit_deviance_numpy(y: np.ndarray, mu: np.ndarray, family_code: int) -> np.n
             lg = np.where(y == 0.0, 0.0, np.log(np.where(y == 0.0, 1.0, y) / mu))
         return -2.0 * (lg - (y - mu) / mu)
     raise _unknown("family", family_code)
+
+
+def valid_mu_numpy(mu: np.ndarray, family_code: int) -> np.ndarray:
+    """Vectorised twin of :func:`valid_mu` (elementwise)."""
+    mu = np.asarray(mu, dtype=np.float64)
+    ok = np.isfinite(mu)
+    if family_code == FAMILY_BINOMIAL:
+        return ok & (mu > 0.0) & (mu < 1.0)
+    if family_code in (FAMILY_POISSON, FAMILY_GAMMA):
+        return ok & (mu > 0.0)
+    return ok
+
+
+def valid_eta_numpy(eta: np.ndarray, link_code: int) -> np.ndarray:
+    """Vectorised twin of :func:`valid_eta` (elementwise)."""
+    eta = np.asarray(eta, dtype=np.float64)
+    ok = np.isfinite(eta)
+    if link_code == LINK_INVERSE:
+        return ok & (eta != 0.0)
+    return ok

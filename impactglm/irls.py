@@ -1,0 +1,254 @@
+"""Iteratively reweighted least squares, exactly as R's ``glm.fit``.
+
+Each iteration solves the weighted least-squares problem
+
+    beta = argmin_b sum_i W_i (z_i - x_i' b)^2
+
+with the working weights W and working response z of the current eta (one fused
+numba pass, :func:`impactglm.kernels.glm.irls_pass`), then recomputes eta, mu
+and the deviance D.  It stops when |D - D_old| / (|D| + 0.1) < tol (R's
+criterion).  A step giving a non-finite deviance, an invalid mu/eta, or (after
+the first iteration) a larger deviance is halved towards the previous
+coefficients (R halves only in the first two cases; the third is glm2's safeguard
+and does not change the optimum).
+
+At the end cov(beta) = phi (X'WX)^-1 with W the weights of the final
+least-squares fit, phi = 1 for binomial and poisson and otherwise R's moment
+estimate sum_i W_i r_i^2 / (n - p) with working residuals r_i = (y_i - mu_i) /
+(dmu/deta)_i (the Pearson chi-square over the residual degrees of freedom).
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import linalg
+
+from .errors import ConvergenceWarning, DataError, ModelError, SeparationWarning
+from .families import Family, get_family
+from .fitoutput import FitOutput
+from .kernels.glm import irls_pass
+
+__all__ = ["fit_irls", "null_deviance", "aliased_columns"]
+
+_SEP_EPS = 10 * np.finfo(float).eps      # R: fitted probabilities numerically 0 or 1
+
+
+def aliased_columns(X: np.ndarray, W: np.ndarray, rtol: float) -> list[int]:
+    """Indices of columns of sqrt(W) X that are (numerically) linear combinations of earlier ones.
+
+    Householder QR without pivoting: |R_jj| is the norm of column j's residual on
+    all earlier columns; column j is aliased when |R_jj| < rtol * ||column j||
+    (R's dqrdc2 rule, which keeps the earlier of two collinear columns).
+    """
+    Xw = X * np.sqrt(W)[:, None]
+    norms = np.sqrt(np.einsum("ij,ij->j", Xw, Xw))
+    if Xw.shape[0] < Xw.shape[1]:
+        Xw = np.vstack([Xw, np.zeros((Xw.shape[1] - Xw.shape[0], Xw.shape[1]))])
+    R = np.linalg.qr(Xw, mode="r")
+    diag = np.abs(np.diag(R))
+    return [j for j in range(X.shape[1]) if norms[j] == 0 or diag[j] < rtol * norms[j]]
+
+
+def _wls(X: np.ndarray, W: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """beta = (X'WX)^-1 X'Wz and (X'WX)^-1.
+
+    Cholesky of the Jacobi-scaled Gram matrix; if that is ill-conditioned
+    (smallest pivot^2 < 1e-8) the solve falls back to QR of sqrt(W) X, which does
+    not square the condition number.
+    """
+    sw = np.sqrt(W)
+    Xw = X * sw[:, None]
+    zw = z * sw
+    G = Xw.T @ Xw
+    d = np.sqrt(np.diag(G))
+    d[d == 0] = 1.0
+    Gs = G / np.outer(d, d)
+    try:
+        c, low = linalg.cho_factor(Gs, lower=True, check_finite=False)
+        ok = np.min(np.diag(c)) ** 2 > 1e-8
+    except linalg.LinAlgError:
+        ok = False
+    if ok:
+        beta = linalg.cho_solve((c, low), (Xw.T @ zw) / d, check_finite=False) / d
+        inv = linalg.cho_solve((c, low), np.eye(len(d)), check_finite=False) / np.outer(d, d)
+        return beta, inv
+    Q, R = np.linalg.qr(Xw)
+    beta = linalg.solve_triangular(R, Q.T @ zw)
+    Rinv = linalg.solve_triangular(R, np.eye(R.shape[0]))
+    return beta, Rinv @ Rinv.T
+
+
+def _check_inputs(X, y, weights, offset, column_names):
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise DataError(f"X must be 2-dimensional, got shape {X.shape}")
+    n, p = X.shape
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    weights = np.ones(n) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
+    offset = np.zeros(n) if offset is None else np.ascontiguousarray(offset, dtype=np.float64)
+    for label, arr in (("response", y), ("weights", weights), ("offset", offset)):
+        if arr.shape != (n,):
+            raise DataError(f"{label} has shape {arr.shape}, expected ({n},) to match X")
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise DataError(f"{label} has a non-finite value at row {int(np.flatnonzero(bad)[0])}")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        i, j = map(int, np.argwhere(bad)[0])
+        raise DataError(f"column {column_names[j]!r} has a non-finite value at row {i}")
+    if np.any(weights < 0):
+        raise DataError(f"weights must be non-negative; row {int(np.flatnonzero(weights < 0)[0])} "
+                        "is negative")
+    return X, y, weights, offset
+
+
+def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: np.ndarray | None,
+             family: str | Family, *, maxiter: int = 25, tol: float = 1e-8,
+             column_names: Sequence[str] | None = None, verbose: bool = False) -> FitOutput:
+    """Fit a GLM by IRLS exactly as R's ``glm.fit`` (see the module docstring).
+
+    ``column_names`` only serve error messages (aliased columns).  Raises
+    ModelError for a rank-deficient X or when no valid start exists; warns
+    ConvergenceWarning (maxiter reached, or stopped at a boundary) and
+    SeparationWarning (binomial fitted probabilities numerically 0 or 1, poisson
+    rates numerically 0).
+    """
+    family = get_family(family)
+    n, p = np.shape(X)
+    column_names = list(column_names) if column_names is not None else [f"x{j}" for j in range(p)]
+    X, y, weights, offset = _check_inputs(X, y, weights, offset, column_names)
+    n_good = int(np.sum(weights > 0))
+    if n_good < p:
+        raise ModelError(f"{n_good} rows with positive weight cannot identify {p} coefficients")
+    lc, fc = family.link.code, family.code
+
+    mu = np.empty(n)
+    W, z = np.empty(n), np.empty(n)
+    W_fit = np.empty(n)
+    with np.errstate(all="ignore"):
+        eta = family.link.link(family.initial_mu(y, weights))
+    devold, ok = irls_pass(y, weights, eta, offset, lc, fc, mu, W, z)
+    if not (ok and np.isfinite(devold)):
+        raise ModelError(f"cannot find valid starting values for the {family.name} family with "
+                         f"the {family.link.name} link (check the response range)")
+
+    rank_tol = min(1e-7, tol / 1000)
+    beta = coefold = None
+    cov_unscaled = None
+    converged = boundary = False
+    crit = np.inf
+    rows = []
+    t0 = time.perf_counter()
+    it = 0
+    for it in range(1, maxiter + 1):
+        if it == 1:
+            aliased = aliased_columns(X[weights > 0], W[weights > 0], rank_tol)
+            if aliased:
+                names = ", ".join(repr(column_names[j]) for j in aliased)
+                raise ModelError(f"the design matrix is rank deficient: column(s) {names} are "
+                                 "linear combinations of earlier columns (aliased); remove them "
+                                 "from the formula")
+        beta, cov_unscaled = _wls(X, W, z)
+        W_fit, W = W, W_fit                      # keep the weights of this fit (R's fit$weights)
+        if not np.all(np.isfinite(beta)):
+            warnings.warn(f"IRLS: non-finite coefficients at iteration {it}", ConvergenceWarning,
+                          stacklevel=2)
+            beta = coefold if coefold is not None else beta
+            break
+        eta = X @ beta + offset
+        dev, ok = irls_pass(y, weights, eta, offset, lc, fc, mu, W, z)
+        halvings = 0
+        boundary = False
+        bad = not (ok and np.isfinite(dev))
+        worse = coefold is not None and (dev - devold) / (abs(dev) + 0.1) > tol
+        if (bad or worse) and coefold is None:
+            raise ModelError("IRLS found no valid set of coefficients at the first iteration: "
+                             f"the {family.name} family with the {family.link.name} link gives "
+                             "fitted means outside the valid range (as R's glm, which asks for "
+                             "starting values); a log link often avoids this")
+        while bad or worse:
+            if halvings >= maxiter:
+                raise ModelError("IRLS step halving could not find a valid or improving step "
+                                 f"at iteration {it}")
+            halvings += 1
+            beta = (beta + coefold) / 2
+            eta = X @ beta + offset
+            dev, ok = irls_pass(y, weights, eta, offset, lc, fc, mu, W, z)
+            boundary = boundary or bad
+            bad = not (ok and np.isfinite(dev))
+            worse = (dev - devold) / (abs(dev) + 0.1) > tol
+        crit = abs(dev - devold) / (abs(dev) + 0.1)
+        rows.append((it, dev, crit, halvings, time.perf_counter() - t0))
+        if verbose:
+            print(f"IRLS iteration {it}: deviance = {dev:.10g}, change = {crit:.3g}"
+                  + (f", {halvings} step halvings" if halvings else ""))
+        if crit < tol:
+            converged = True
+            break
+        devold, coefold = dev, beta
+
+    if not converged:
+        warnings.warn(f"IRLS did not converge in {it} iterations (relative deviance change "
+                      f"{crit:.3g} >= tol {tol:g}); increase maxiter", ConvergenceWarning,
+                      stacklevel=2)
+    if boundary:
+        warnings.warn("IRLS stopped at a boundary value of the parameter space",
+                      ConvergenceWarning, stacklevel=2)
+    _warn_separation(family, mu, weights)
+
+    df_resid = n_good - p
+    scale = 1.0 if family.fixed_scale else _dispersion(family, y, mu, eta, W_fit, df_resid)
+    log = pd.DataFrame(rows, columns=["iteration", "deviance", "rel_change", "step_halvings",
+                                      "seconds"])
+    return FitOutput(beta=beta, cov_beta=scale * cov_unscaled, eta=eta, mu=mu.copy(),
+                     scale=float(scale), n_iter=it, converged=converged, log=log,
+                     extra={"deviance": float(dev), "criterion": float(crit),
+                            "boundary": boundary, "df_resid": df_resid,
+                            "working_weights": W_fit})
+
+
+def _dispersion(family: Family, y, mu, eta, W, df_resid: int) -> float:
+    """R's summary.glm dispersion: sum W r^2 / df_resid with working residuals r."""
+    if df_resid <= 0:
+        return float("nan")
+    good = W > 0
+    r = (y[good] - mu[good]) / family.link.mu_eta(eta[good])
+    return float(np.sum(W[good] * r * r) / df_resid)
+
+
+def _warn_separation(family: Family, mu: np.ndarray, weights: np.ndarray) -> None:
+    pos = weights > 0
+    if family.name == "binomial":
+        k = int(np.sum(((mu > 1 - _SEP_EPS) | (mu < _SEP_EPS)) & pos))
+        if k:
+            warnings.warn(f"fitted probabilities numerically 0 or 1 occurred in {k} row(s): "
+                          "(quasi-)complete separation; estimates and standard errors of the "
+                          "separating terms are not meaningful", SeparationWarning, stacklevel=3)
+    elif family.name == "poisson":
+        k = int(np.sum((mu < _SEP_EPS) & pos))
+        if k:
+            warnings.warn(f"fitted rates numerically 0 occurred in {k} row(s)",
+                          SeparationWarning, stacklevel=3)
+
+
+def null_deviance(y: np.ndarray, weights: np.ndarray, offset: np.ndarray, family: str | Family,
+                  intercept: bool = True) -> float:
+    """Deviance of the null model, as R's glm: intercept only (refitted when there is an
+    offset), or mu = g^-1(offset) without an intercept."""
+    family = get_family(family)
+    y = np.asarray(y, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    offset = np.asarray(offset, dtype=np.float64)
+    if not intercept:
+        return family.deviance(y, family.link.inverse(offset), weights)
+    if np.any(offset != 0):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = fit_irls(np.ones((len(y), 1)), y, weights, offset, family)
+        return fit.extra["deviance"]
+    mu = np.full(len(y), np.sum(weights * y) / np.sum(weights))
+    return family.deviance(y, mu, weights)
