@@ -53,6 +53,7 @@ from patsy.design_info import DesignInfo, FactorInfo, SubtermInfo
 from patsy.missing import NAAction
 
 from .errors import ColumnNotFoundError, DataError, FormulaError
+from .families import get_family
 from .formula import (ParsedFormula, RandomTerm, _has_bar, _matching_paren, _split_terms,
                       _top_level_chars, parse_formula)
 
@@ -60,7 +61,6 @@ __all__ = ["Design", "FactorCodes", "RandomBlock", "ModelSpec", "NewData", "buil
            "factorize"]
 
 NA_ACTIONS = ("drop", "raise")
-FAMILIES = ("gaussian", "binomial", "poisson", "gamma", "multinomial")
 
 # --------------------------------------------------------------------------- containers
 
@@ -603,10 +603,10 @@ class ModelSpec:
 
 
 def _family_name(family) -> str:
-    name = family if isinstance(family, str) else getattr(family, "name", None)
-    if not isinstance(name, str) or name.lower() not in FAMILIES:
-        raise DataError(f"unknown family {family!r}; use one of {', '.join(FAMILIES)}")
-    return name.lower()
+    """The family's name ("multinomial" or a name :func:`families.get_family` accepts)."""
+    if isinstance(family, str) and family.strip().lower() == "multinomial":
+        return "multinomial"
+    return get_family(family).name
 
 
 def _vector_argument(arg, frame: pd.DataFrame, what: str):
@@ -791,19 +791,8 @@ def _encode_binomial(values: pd.Series, name: str, labels: pd.Index):
 
 
 def _check_range(y: np.ndarray, family: str, name: str, labels: pd.Index) -> None:
-    """The family's range: binomial [0, 1], poisson >= 0, gamma > 0 (first bad row named)."""
-    if family == "binomial":
-        bad, rule = (y < 0) | (y > 1), "0/1 or a proportion in [0, 1]"
-    elif family == "poisson":
-        bad, rule = y < 0, "non-negative counts"
-    elif family == "gamma":
-        bad, rule = y <= 0, "positive"
-    else:
-        return
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise DataError(f"the {family} response {name!r} must be {rule}; row "
-                        f"{_row_label(labels, i)!r} has {y[i]:g}")
+    """The family's range (binomial [0, 1], poisson >= 0, gamma > 0): families.check_response."""
+    get_family(family).check_response(y, name, row_labels=np.asarray(labels))
 
 
 # --------------------------------------------------------------------------- build_design
@@ -1070,6 +1059,7 @@ def _transform(spec: ModelSpec, newdata, response: bool, offset, na_action: str)
     frame = _as_frame(newdata, wanted)
     cols = set(frame.columns)
     rand_cols = [c for c in _unique(rand_cols) if c in cols or c not in _NAMESPACE]
+    resp_cols = [c for c in _unique(resp_cols) if c in cols or c not in _NAMESPACE]
     for c in _unique(wanted):
         if c not in cols and (c not in _NAMESPACE or c in spec.factor_names):
             raise ColumnNotFoundError(c, frame.columns)
