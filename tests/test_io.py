@@ -325,3 +325,12 @@ def test_columns_in_formula_unknown_names(formula, missing, close):
 def test_columns_in_formula_bad_formula():
     with pytest.raises(FormulaError):
         io.columns_in_formula("Rating ~ ^UserID +", HEADER)
+
+
+def test_strings_as_categorical_keeps_sorted_levels(tmp_path):
+    df = pd.DataFrame({"g": ["b", "c", "a", "b"], "n": [3, 1, 2, 3], "x": [0.5, 1.5, 2.5, 3.5]})
+    io.write_table(df, tmp_path / "d.csv")
+    back = io.read_table(tmp_path / "d.csv", strings_as_categorical=True)
+    assert back["g"].cat.categories.tolist() == ["a", "b", "c"]
+    assert back["g"].tolist() == ["b", "c", "a", "b"]
+    assert back["n"].dtype == np.int64 and back["x"].dtype == np.float64

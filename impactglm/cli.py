@@ -1,0 +1,664 @@
+"""The ``impactglm`` command line: fit, score, summary and demo.
+
+    impactglm demo                                   # a 1M-row MovieLens-shaped fit, in seconds
+    impactglm fit --data ratings.csv.gz --formula "Rating ~ ^UserID + ^MovieID" \\
+                  --family multinomial --model model.json --coef-tsv coef.tsv
+    impactglm score --model model.json --data new.parquet --out scored.csv
+    impactglm summary --model model.json
+
+Every user error (missing file or column, malformed row, empty file, an output
+that exists without ``--force``, a bad formula...) prints one line
+``impactglm: error: ...`` on stderr and exits with status 2; an unexpected
+internal error exits with status 1, without a traceback unless the environment
+variable ``IMPACTGLM_DEBUG=1`` is set.  Outputs are written atomically
+(temporary file in the same directory, then a rename) and never replace an
+existing file unless ``--force`` is given.  Progress bars go to stderr, only
+when it is a terminal and ``--quiet`` is not given.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .errors import ColumnNotFoundError, DataError, FormulaError, ImpactGLMError
+from .formula import parse_formula
+from .io import (OutputExistsError, check_input, check_writable, columns_in_formula,
+                 file_columns, read_table, write_table)
+
+PROG = "impactglm"
+FAMILIES = ("multinomial", "binomial", "gaussian", "poisson", "gamma")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 user error, 1 internal error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:          # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return 2
+    debug = os.environ.get("IMPACTGLM_DEBUG", "") not in ("", "0")
+    with _cli_warnings(debug):
+        try:
+            return int(args.run(args) or 0)
+        except ImpactGLMError as exc:
+            if debug:
+                raise
+            _error(_one_line_error(exc))
+            return 2
+        except KeyboardInterrupt:
+            _error("interrupted")
+            return 130
+        except BrokenPipeError:
+            return 1
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            if debug:
+                raise
+            _error(f"internal error: {type(exc).__name__}: {_first_line(str(exc))} "
+                   "(set IMPACTGLM_DEBUG=1 for the traceback)")
+            return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``impactglm`` and its sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="GLMs with high-cardinality categorical predictors (^factors).")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    fit = sub.add_parser("fit", help="fit a model to a data file and save it",
+                         description="Fit a model; print its summary; save it as JSON.")
+    fit.add_argument("--data", required=True, metavar="FILE",
+                     help="CSV, CSV.gz, TSV or Parquet file")
+    fit.add_argument("--formula", required=True,
+                     help='e.g. "Rating ~ ^UserID + ^MovieID + age"')
+    fit.add_argument("--family", default="gaussian",
+                     help=f"one of {', '.join(FAMILIES)} (default gaussian)")
+    fit.add_argument("--link", default=None, help="link function (default: canonical)")
+    fit.add_argument("--model", required=True, metavar="FILE", help="where to save the model")
+    fit.add_argument("--sep", default=None,
+                     help="field separator of text files (default: from the extension)")
+    fit.add_argument("--weights", metavar="COL", help="column of prior weights")
+    fit.add_argument("--offset", metavar="COL", help="column of offsets")
+    fit.add_argument("--holdout", type=_fraction, default=None, metavar="FRACTION",
+                     help="hold this fraction of rows out and report their metrics")
+    fit.add_argument("--seed", type=int, default=None, help="seed of the holdout split")
+    fit.add_argument("--prior-sd", default="auto", type=_prior_sd, metavar="auto|NUMBER|none",
+                     help="prior sd of the level effects: estimated (auto), fixed, or none")
+    fit.add_argument("--coef-tsv", metavar="FILE",
+                     help="also write every coefficient and level effect as TSV")
+    _common(fit)
+    fit.set_defaults(run=cmd_fit)
+
+    score = sub.add_parser("score", help="score a data file with a saved model",
+                           description="Write predictions followed by the input columns.")
+    score.add_argument("--model", required=True, metavar="FILE")
+    score.add_argument("--data", required=True, metavar="FILE")
+    score.add_argument("--out", required=True, metavar="FILE",
+                       help="output .csv, .csv.gz, .tsv or .parquet")
+    score.add_argument("--sep", default=None, help="field separator of the input")
+    _common(score)
+    score.set_defaults(run=cmd_score)
+
+    summary = sub.add_parser("summary", help="print the summary of a saved model")
+    summary.add_argument("--model", required=True, metavar="FILE")
+    summary.set_defaults(run=cmd_summary)
+
+    demo = sub.add_parser("demo", help="simulate MovieLens-shaped ratings and fit them",
+                          description="Generate MovieLens-shaped ratings with known truth, "
+                          "fit Rating ~ ^UserID + ^MovieID + age + C(genre), and compare "
+                          "holdout metrics with the truth and with a model without the ids.")
+    demo.add_argument("--rows", type=_positive_int, default=1_000_000,
+                      help="number of ratings (default 1,000,000)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--family", choices=("multinomial", "binary"), default="multinomial")
+    demo.add_argument("--holdout", type=_fraction, default=0.1, metavar="FRACTION")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or notes on stderr")
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def _prior_sd(text: str) -> float | str | None:
+    """``auto`` (estimate tau by empirical Bayes), ``none`` (no prior) or tau > 0."""
+    low = text.strip().lower()
+    if low == "auto":
+        return "auto"
+    if low in ("none", "inf", "infinity"):
+        return None
+    try:
+        value = float(low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or a number, not {text!r}") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"the prior sd must be positive, not {text}")
+    return value
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    """``impactglm fit``: read the columns the formula names, fit, print, save."""
+    check_writable(args.model, args.force)
+    if args.coef_tsv:
+        if Path(args.coef_tsv).resolve() == Path(args.model).resolve():
+            raise DataError("--coef-tsv and --model name the same file")
+        check_writable(args.coef_tsv, args.force)
+    family = _family_name(args.family)
+    timer = _Timer()
+    data = _read_model_data(args.data, args.formula, args.sep, args.quiet,
+                            extra=[c for c in (args.weights, args.offset) if c])
+    timer.lap("read")
+    _note(args, f"read {len(data):,} rows x {data.shape[1]} columns from {args.data} "
+                f"in {timer.laps['read']:.1f} s")
+    from .model import glm
+
+    kwargs: dict[str, Any] = {"family": family, "prior_sd": args.prior_sd}
+    if args.link:
+        kwargs["link"] = args.link
+    if args.weights:
+        kwargs["weights"] = args.weights
+    if args.offset:
+        kwargs["offset"] = args.offset
+    model = glm(args.formula, data, **kwargs)
+    fit_kwargs: dict[str, Any] = {}
+    if args.holdout is not None:
+        fit_kwargs["holdout"] = args.holdout
+    if args.seed is not None:
+        fit_kwargs["seed"] = args.seed
+    with _ticker("fitting", args.quiet):
+        res = model.fit(**fit_kwargs)
+    timer.lap("fit")
+    print(res.summary())
+    save_model(res, args.model, args.force)
+    if args.coef_tsv:
+        write_table(coefficient_table(res), args.coef_tsv, force=args.force)
+    timer.lap("write")
+    written = args.model + (f" and {args.coef_tsv}" if args.coef_tsv else "")
+    _note(args, f"wrote {written}; times: {timer.format()}")
+    return 0
+
+
+def _family_name(name: str) -> str:
+    low = name.strip().lower()
+    aliases = {"binary": "binomial", "logistic": "binomial", "normal": "gaussian",
+               "categorical": "multinomial", "softmax": "multinomial"}
+    low = aliases.get(low, low)
+    if low not in FAMILIES:
+        near = [f for f in FAMILIES if f.startswith(low[:3])] if low else []
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise DataError(f"unknown family {name!r} (choose from {', '.join(FAMILIES)}){hint}")
+    return low
+
+
+def model_columns(formula: str, header: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
+    """The columns of a file (``header``) that a model needs, in file order."""
+    needed = set(columns_in_formula(formula, header))
+    for name in extra:
+        if name not in header:
+            raise ColumnNotFoundError(name, header)
+        needed.add(name)
+    return [c for c in header if c in needed]
+
+
+def factor_columns(formula: str) -> list[str]:
+    """Columns read as categoricals: the ^ factors and the random-effect groups."""
+    parsed = parse_formula(formula, require_response=False)
+    names = list(parsed.high_cardinality)
+    for term in parsed.random:
+        names.extend(term.group_vars)
+    return list(dict.fromkeys(names))
+
+
+def _read_model_data(path: str, formula: str, sep: str | None, quiet: bool,
+                     extra: Sequence[str] = ()) -> pd.DataFrame:
+    header = file_columns(path, sep)
+    columns = model_columns(formula, header, extra)
+    return read_table(path, columns=columns, sep=sep, categorical=factor_columns(formula),
+                      progress=not quiet, strings_as_categorical=True)
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def save_model(res: Any, path: str | os.PathLike, force: bool = False) -> list[Path]:
+    """Save a fitted model with ``res.save`` atomically and without clobbering.
+
+    ``res.save`` writes into a fresh temporary directory beside ``path`` (so any
+    companion files it makes are caught too); each file is then renamed into
+    place.  Nothing is renamed unless every target is free (or ``force``).
+    """
+    target = check_writable(path, force)
+    parent = target.parent if str(target.parent) else Path(".")
+    tmpdir = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        res.save(str(tmpdir / target.name))
+        made = sorted(p for p in tmpdir.iterdir())
+        if not made:
+            raise OSError(f"saving the model wrote nothing to {tmpdir}")
+        dests = [parent / p.name for p in made]
+        for dest in dests:
+            check_writable(dest, force)
+        for src, dest in zip(made, dests):
+            _move_into_place(src, dest, force)
+        return dests
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _move_into_place(src: Path, dest: Path, force: bool) -> None:
+    os.chmod(src, 0o666 & ~_umask())
+    if force:
+        os.replace(src, dest)
+        return
+    try:
+        os.link(src, dest)
+    except FileExistsError:
+        raise OutputExistsError(f"{str(dest)!r} exists; refusing to overwrite it "
+                                "(use --force)") from None
+    except OSError:
+        os.replace(src, dest)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# --------------------------------------------------------------------------- coefficients
+
+
+def coefficient_table(res: Any) -> pd.DataFrame:
+    """Every coefficient and level effect, one row per (outcome, variable, level).
+
+    Columns ``outcome, variable, kind, level, value``; ``kind`` is ``Const``
+    (the intercept), ``Numeric`` (a column of the fixed design, with the Patsy
+    column name as variable and an empty level), or ``CategoricalLevel`` (a
+    treatment dummy ``C(g)[T.a]`` -> variable ``C(g)``, level ``a``; or a level
+    effect of a ``^g`` factor -> variable ``g``, level the level's value).
+    ``outcome`` is the class label for multinomial models (one row per class,
+    the reference class included with its zeros) and the response otherwise.
+    The linear predictor of class c for a row is the sum over its variables of
+    Const + Numeric * x + the CategoricalLevel values of its levels.
+    """
+    outcomes, beta = _fixed_matrix(res)
+    rows: list[tuple[str, str, str, str, float]] = []
+    names = list(beta.index)
+    for j, outcome in enumerate(outcomes):
+        for name in names:
+            variable, kind, level = _describe_column(name)
+            rows.append((outcome, variable, kind, level, float(beta.iloc[names.index(name), j])))
+        for factor in _factor_names(res):
+            levels, effects = _factor_effects(res, factor, len(outcomes))
+            for level, value in zip(levels, effects[:, j]):
+                rows.append((outcome, factor, "CategoricalLevel", str(level), float(value)))
+    frame = pd.DataFrame(rows, columns=["outcome", "variable", "kind", "level", "value"])
+    return frame
+
+
+_DUMMY = re.compile(r"^(?P<var>[^\[\]:]+)\[(?:T\.)?(?P<level>[^\]]*)\]$")
+
+
+def _describe_column(name: str) -> tuple[str, str, str]:
+    if name in ("Intercept", "(Intercept)", "const"):
+        return "Intercept", "Const", ""
+    m = _DUMMY.match(name)
+    if m:
+        return m.group("var"), "CategoricalLevel", m.group("level")
+    return name, "Numeric", ""
+
+
+def _fixed_matrix(res: Any) -> tuple[list[str], pd.DataFrame]:
+    """(outcome labels, (p, C) frame of fixed coefficients by column name)."""
+    params = res.params
+    classes = _classes(res)
+    if isinstance(params, pd.DataFrame):
+        frame = params
+        if classes is not None and frame.shape[1] == len(classes):
+            return [str(c) for c in classes], frame
+        return [str(c) for c in frame.columns], frame
+    series = pd.Series(params)
+    if isinstance(series.index, pd.MultiIndex):      # (class, name) pairs
+        frame = series.unstack(level=0)
+        order = classes if classes is not None else list(frame.columns)
+        frame = frame.reindex(index=list(dict.fromkeys(series.index.get_level_values(1))),
+                              columns=list(order)).fillna(0.0)
+        return [str(c) for c in order], frame
+    return [_response_name(res)], series.to_frame("value")
+
+
+def _classes(res: Any) -> list | None:
+    for owner in (res, getattr(res, "spec", None), getattr(res, "model_spec", None)):
+        if owner is None:
+            continue
+        classes = getattr(owner, "classes", None)
+        if classes is not None:
+            return list(classes)
+    return None
+
+
+def _response_name(res: Any) -> str:
+    spec = getattr(res, "spec", None) or getattr(res, "model_spec", None)
+    formula = getattr(spec, "formula", None) or getattr(res, "formula", None)
+    if formula is not None:
+        text = formula if isinstance(formula, str) else getattr(formula, "text", str(formula))
+        return parse_formula(text).response
+    return "y"
+
+
+def _factor_names(res: Any) -> list[str]:
+    effects = getattr(res, "effects", None) or getattr(res, "factor_effects", None)
+    if effects:
+        return [e.name for e in effects]
+    prior = getattr(res, "prior_sd", None)
+    if isinstance(prior, dict):
+        return list(prior)
+    return []
+
+
+def _factor_effects(res: Any, factor: str, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """(levels, (q, n_out) effects) of one ^ factor."""
+    effects = getattr(res, "effects", None) or getattr(res, "factor_effects", None)
+    for e in effects or ():
+        if e.name == factor:
+            eff = np.asarray(e.effect, dtype=float)
+            return np.asarray(e.levels), _pad_classes(eff.reshape(len(e.levels), -1), n_out)
+    frame = res.level_effects(factor)
+    cols = [c for c in frame.columns if str(c).startswith("effect")]
+    eff = frame[cols].to_numpy(dtype=float)
+    return frame.index.to_numpy(), _pad_classes(eff, n_out)
+
+
+def _pad_classes(eff: np.ndarray, n_out: int) -> np.ndarray:
+    if eff.shape[1] == n_out:
+        return eff
+    if eff.shape[1] == n_out - 1:                    # reference class 0 stored implicitly
+        return np.hstack([np.zeros((eff.shape[0], 1)), eff])
+    raise ImpactGLMError(f"cannot match {eff.shape[1]} effect columns to {n_out} outcomes")
+
+
+# --------------------------------------------------------------------------- score
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """``impactglm score``: predictions, the chosen class, then the input columns."""
+    check_writable(args.out, args.force)
+    check_input(args.model)
+    check_input(args.data)
+    if Path(args.out).resolve() == Path(args.data).resolve():
+        raise DataError("--out and --data name the same file")
+    from .serialize import load
+
+    timer = _Timer()
+    res = load(args.model)
+    timer.lap("load")
+    formula = _model_formula(res)
+    header = file_columns(args.data, args.sep)
+    _rhs_columns(formula, header)            # every predictor must be in the file
+    factors = [c for c in factor_columns(formula) if c in header]
+    response = parse_formula(formula).response
+    data = read_table(args.data, sep=args.sep, categorical=factors, progress=not args.quiet,
+                      strings_as_categorical=True)
+    timer.lap("read")
+    with _ticker("scoring", args.quiet):
+        predictions = score_frame(res, data)
+    timer.lap("score")
+    out = _join_unique(predictions, data)
+    write_table(out, args.out, force=args.force)
+    timer.lap("write")
+    print(f"scored {len(data):,} rows of {args.data} -> {args.out}")
+    _print_unseen(res)
+    if response in data.columns:
+        _print_metrics(res, data)
+    _note(args, f"times: {timer.format()}")
+    return 0
+
+
+def _rhs_columns(formula: str, header: Sequence[str]) -> list[str]:
+    parsed = parse_formula(formula)
+    rhs = parsed.text.split("~", 1)[1] if "~" in parsed.text else parsed.text
+    return columns_in_formula("~ " + rhs, header)
+
+
+def _model_formula(res: Any) -> str:
+    spec = getattr(res, "spec", None) or getattr(res, "model_spec", None)
+    for owner in (spec, res, getattr(res, "model", None)):
+        formula = getattr(owner, "formula", None) if owner is not None else None
+        if formula is not None:
+            return formula if isinstance(formula, str) else getattr(formula, "text", str(formula))
+    raise ImpactGLMError("the saved model does not record its formula")
+
+
+def score_frame(res: Any, data: pd.DataFrame) -> pd.DataFrame:
+    """Prediction columns for ``data``: ``prob_<class>`` per class and ``predicted``
+    (multinomial, binomial) or ``predicted_mean`` (other single-eta families)."""
+    classes = _classes(res)
+    family = _family_of(res)
+    if classes is not None or family == "multinomial":
+        proba = res.predict(data)
+        proba = pd.DataFrame(proba)
+        labels = list(proba.columns) if classes is None else classes
+        out = pd.DataFrame({f"prob_{_label(c)}": proba.iloc[:, j].to_numpy()
+                            for j, c in enumerate(labels)}, index=data.index)
+        chosen = res.predict(data, which="class")
+        out["predicted"] = np.asarray(chosen)
+        return out
+    mean = np.asarray(res.predict(data, which="mean"), dtype=float)
+    if family == "binomial":
+        return pd.DataFrame({"prob": mean, "predicted": (mean >= 0.5).astype(np.int8)},
+                            index=data.index)
+    return pd.DataFrame({"predicted_mean": mean}, index=data.index)
+
+
+def _label(c: Any) -> str:
+    if isinstance(c, (float, np.floating)) and float(c).is_integer():
+        return str(int(c)) if abs(c) < 1e15 else str(c)
+    return str(c)
+
+
+def _family_of(res: Any) -> str:
+    family = getattr(res, "family", None)
+    if family is None:
+        spec = getattr(res, "spec", None) or getattr(res, "model_spec", None)
+        family = getattr(spec, "family", None)
+    return family if isinstance(family, str) else getattr(family, "name", str(family))
+
+
+def _join_unique(predictions: pd.DataFrame, data: pd.DataFrame) -> pd.DataFrame:
+    clash = [c for c in predictions.columns if c in data.columns]
+    if clash:
+        raise DataError(f"the input already has a column {clash[0]!r}; rename it before scoring")
+    return pd.concat([predictions.reset_index(drop=True), data.reset_index(drop=True)], axis=1)
+
+
+def _print_unseen(res: Any) -> None:
+    unseen = getattr(res, "last_unseen", None)
+    if not unseen:
+        return
+    items = unseen.items() if isinstance(unseen, dict) else unseen
+    parts = [f"{name}: {int(n):,}" for name, n in items if int(n)]
+    if parts:
+        print("rows with levels unseen in training (given effect 0): " + ", ".join(parts))
+
+
+def _print_metrics(res: Any, data: pd.DataFrame) -> None:
+    from .evaluate import evaluate
+
+    metrics = evaluate(res, data)
+    print(_format_metrics(metrics))
+
+
+def _format_metrics(metrics: Any) -> str:
+    get = metrics.get if isinstance(metrics, dict) else (lambda k, d=None: getattr(metrics, k, d))
+    parts = []
+    for key, label in (("accuracy", "accuracy"), ("logloss", "log-loss"), ("log_loss", "log-loss"),
+                       ("deviance", "deviance"), ("nobs", "rows")):
+        value = get(key, None)
+        if value is not None and not (label == "log-loss" and any("log-loss" in p for p in parts)):
+            parts.append(f"{label} {value:,.6g}" if isinstance(value, (int, float, np.number))
+                         else f"{label} {value}")
+    return "holdout metrics: " + ", ".join(parts) if parts else str(metrics)
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """``impactglm summary``: print a saved model's summary."""
+    check_input(args.model)
+    from .serialize import load
+
+    print(load(args.model).summary())
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``impactglm demo``: simulate, fit with and without the ids, compare with the truth."""
+    from .demo import run_demo
+
+    return run_demo(rows=args.rows, seed=args.seed, family=args.family,
+                    holdout=args.holdout, quiet=args.quiet)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> float:
+        now = time.perf_counter()
+        self.laps[name] = now - self._t
+        self._t = now
+        return self.laps[name]
+
+    def format(self) -> str:
+        return ", ".join(f"{k} {v:.1f} s" for k, v in self.laps.items())
+
+
+@contextmanager
+def _ticker(desc: str, quiet: bool):
+    """An elapsed-time bar on stderr while a long step runs (terminal only, not --quiet)."""
+    if quiet or not _stderr_is_terminal():
+        yield
+        return
+    from tqdm.auto import tqdm
+    bar = tqdm(total=None, desc=desc, bar_format="{desc}: {elapsed}", file=sys.stderr,
+               leave=False)
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.5):
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        bar.close()
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _note(args: argparse.Namespace, text: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(f"{PROG}: {text}", file=sys.stderr)
+
+
+def _error(text: str) -> None:
+    print(f"{PROG}: error: {text}", file=sys.stderr)
+
+
+def _first_line(text: str) -> str:
+    text = text.strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _one_line_error(exc: BaseException) -> str:
+    if isinstance(exc, FormulaError) and exc.formula is not None:
+        where = f" at character {exc.position + 1}" if exc.position is not None else ""
+        return f"{exc.reason}: {exc.formula!r}{where}"
+    text = str(exc)
+    return _first_line(text) or type(exc).__name__
+
+
+@contextmanager
+def _cli_warnings(debug: bool):
+    """Show impactglm's warnings as one line each ("impactglm: warning: ...")."""
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if debug:
+            return original(message, category, filename, lineno, file, line)
+        print(f"{PROG}: warning: {_first_line(str(message))}", file=sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
