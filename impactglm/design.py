@@ -223,6 +223,7 @@ def _expr_names(code: str, formula: str, position: int) -> _Names:
 
 def _patsy_factor_names(rhs: str, formula: str, shift: int = 0) -> tuple[_Names, ModelDesc]:
     """Names used by the factors of a Patsy right-hand side."""
+    shift += _lead(rhs)
     try:
         desc = ModelDesc.from_formula(rhs)
     except PatsyError as e:
@@ -235,6 +236,16 @@ def _patsy_factor_names(rhs: str, formula: str, shift: int = 0) -> tuple[_Names,
             cols += names.columns
             funcs += names.functions
     return _Names(cols, funcs), desc
+
+
+def _lead(s: str) -> int:
+    """Patsy strips leading blanks before tokenizing: its positions shift by this much."""
+    return len(s) - len(s.lstrip())
+
+
+def _py(v):
+    """A numpy scalar as the plain Python value (for messages)."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _formula_error(e: PatsyError, formula: str, shift: int = 0) -> FormulaError:
@@ -680,6 +691,8 @@ def _non_numeric_culprit(frame: pd.DataFrame, code: str) -> str | None:
 
 def _build_patsy(rhs, frame: pd.DataFrame, formula: str, shift: int = 0):
     """Patsy design matrix (no NA dropping: missing rows were removed before)."""
+    if isinstance(rhs, str):
+        shift += _lead(rhs)
     try:
         return patsy.dmatrix(rhs, frame, eval_env=_EVAL_ENV, NA_action=NAAction(NA_types=[]),
                              return_type="matrix")
@@ -735,7 +748,7 @@ def _group_codes(frame: pd.DataFrame, group_vars: Sequence[str]):
 
 
 def _single_level_error(name: str, levels, what: str) -> DataError:
-    return DataError(f"the {what} {name!r} has a single level ({levels[0]!r}) in the rows used; "
+    return DataError(f"the {what}{name!r} has a single level ({_py(levels[0])!r}) in the rows used; "
                      "it needs at least 2 levels (its effect cannot be told apart from the "
                      "intercept)")
 
@@ -923,13 +936,13 @@ def build_design(formula: str | ParsedFormula, data, *, family: str = "gaussian"
     for name in parsed.high_cardinality:
         codes, levels, counts = factorize(sub[name], name)
         if len(levels) < 2:
-            raise _single_level_error(name, levels, "factor ^")
+            raise _single_level_error(name, levels, "high-cardinality factor ")
         factors.append(FactorCodes(name, codes, levels, counts))
     blocks, random_specs = [], []
     for term in parsed.random:
         codes, levels, counts = _group_codes(sub, term.group_vars)
         if len(levels) < 2:
-            raise _single_level_error(term.group, levels, "grouping factor")
+            raise _single_level_error(term.group, levels, "grouping factor ")
         di, Z, names = _random_design(term, sub, text)
         splits = [list(range(Z.shape[1]))] if term.correlated else [[j] for j in range(Z.shape[1])]
         for cols in splits:
@@ -992,7 +1005,7 @@ def _harmonize_categoricals(sub: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
             unseen = pd.Index(pd.unique(values.to_numpy(dtype=object))).difference(
                 pd.Index(cats, dtype=object))
             if len(unseen):
-                raise DataError(f"column {col!r} has the level {unseen[0]!r} that the model was "
+                raise DataError(f"column {col!r} has the level {_py(unseen[0])!r} that the model was "
                                 f"not fitted with (levels: {_short(cats)})")
             changes[col] = pd.Categorical(values.to_numpy(dtype=object), categories=cats)
         elif isinstance(s.dtype, pd.CategoricalDtype):
@@ -1002,7 +1015,7 @@ def _harmonize_categoricals(sub: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
 
 def _short(values, k: int = 6) -> str:
     values = list(values)
-    return ", ".join(repr(v) for v in values[:k]) + (", ..." if len(values) > k else "")
+    return ", ".join(repr(_py(v)) for v in values[:k]) + (", ..." if len(values) > k else "")
 
 
 def _check_categories(info: DesignInfo, sub: pd.DataFrame) -> None:
@@ -1024,7 +1037,7 @@ def _check_categories(info: DesignInfo, sub: pd.DataFrame) -> None:
             names = [n for n, _ in _expr_names(factor.code, factor.code, 0).columns
                      if n in sub.columns]
             col = names[0] if names else factor.code
-            raise DataError(f"column {col!r} has the level {unseen[0]!r} that the model was not "
+            raise DataError(f"column {col!r} has the level {_py(unseen[0])!r} that the model was not "
                             f"fitted with (term {factor.code!r}; levels: "
                             f"{_short(finfo.categories)})")
 
@@ -1153,7 +1166,7 @@ def _encode_new_response(values: pd.Series, spec: ModelSpec, labels: pd.Index) -
                          else np.asarray(spec.classes))
         if (c < 0).any():
             i = int(np.argmax(c < 0))
-            raise DataError(f"the response {name!r} has the class {values.iloc[i]!r} at row "
+            raise DataError(f"the response {name!r} has the class {_py(values.iloc[i])!r} at row "
                             f"{_row_label(labels, i)!r} that the model was not fitted with")
         return c
     info = spec.response_info
@@ -1163,7 +1176,7 @@ def _encode_new_response(values: pd.Series, spec: ModelSpec, labels: pd.Index) -
         bad = ~(is_s | (v == info["failure"]).to_numpy())
         if bad.any():
             i = int(np.argmax(bad))
-            raise DataError(f"the response {name!r} has the level {v.iloc[i]!r} at row "
+            raise DataError(f"the response {name!r} has the level {_py(v.iloc[i])!r} at row "
                             f"{_row_label(labels, i)!r}; the model knows {info['failure']!r} and "
                             f"{info['success']!r}")
         return is_s.astype(np.float64)

@@ -1,0 +1,209 @@
+"""Bad input to the design layer: a clear impactglm error naming the culprit, one test each."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from impactglm.design import build_design
+from impactglm.errors import ColumnNotFoundError, DataError, FormulaError, ImpactGLMError
+
+
+def data(n: int = 20) -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    return pd.DataFrame({
+        "y": rng.normal(size=n), "x": rng.normal(size=n), "age": rng.uniform(1, 9, n),
+        "k": np.array(["a", "b", "c", "d"])[np.arange(n) % 4],
+        "g": np.arange(n) % 5, "yb": np.arange(n) % 2, "w": np.ones(n),
+    })
+
+
+def test_unknown_column_in_fixed_part_suggests_closest():
+    with pytest.raises(ColumnNotFoundError, match=r"'agee'.*did you mean 'age'"):
+        build_design("y ~ x + np.log(agee)", data())
+
+
+def test_unknown_column_in_response():
+    with pytest.raises(ColumnNotFoundError, match="'Y'"):
+        build_design("Y ~ x", data())
+
+
+def test_unknown_high_cardinality_column():
+    with pytest.raises(ColumnNotFoundError, match=r"'gg'.*did you mean 'g'"):
+        build_design("y ~ x + ^gg", data())
+
+
+def test_unknown_grouping_column():
+    with pytest.raises(ColumnNotFoundError, match="'grp'"):
+        build_design("y ~ x + (1 | grp)", data())
+
+
+def test_unknown_weights_column():
+    with pytest.raises(ColumnNotFoundError, match=r"'ww'.*did you mean 'w'"):
+        build_design("y ~ x", data(), weights="ww")
+
+
+def test_unknown_function_has_a_caret():
+    text = "y ~ x + lgo(age)"
+    with pytest.raises(FormulaError, match="unknown function 'lgo'") as e:
+        build_design(text, data())
+    assert e.value.position == text.index("lgo")
+
+
+def test_patsy_syntax_error_caret_in_the_users_formula():
+    # Patsy sees the formula with ^g and (1|k) blanked out, so its error position is
+    # a position in the user's text.
+    text = "y ~ ^g + (1|k) + x * * age"
+    with pytest.raises(FormulaError) as e:
+        build_design(text, data())
+    assert e.value.formula == text
+    assert text[e.value.position] == "*"
+    assert e.value.position == text.rindex("*")
+    lines = str(e.value).splitlines()
+    assert lines[-2].strip() == text and lines[-1].index("^") - lines[-2].index("y") == e.value.position
+
+
+def test_parser_error_from_formula_module():
+    with pytest.raises(FormulaError, match=r"unmatched '\('"):
+        build_design("y ~ np.log(x", data())
+
+
+def test_duplicated_column_names():
+    df = pd.DataFrame(np.ones((3, 3)), columns=["y", "x", "x"])
+    with pytest.raises(DataError, match="duplicated column names: 'x'"):
+        build_design("y ~ x", df)
+
+
+def test_string_column_where_a_number_is_needed():
+    with pytest.raises(DataError, match="column 'k'.*needs numbers"):
+        build_design("y ~ np.log(k)", data())
+
+
+def test_string_response_for_gaussian():
+    with pytest.raises(DataError, match="response 'k'.*needs numbers"):
+        build_design("k ~ x", data())
+
+
+def test_string_weights_column():
+    with pytest.raises(DataError, match="weights column 'k' must be numeric"):
+        build_design("y ~ x", data(), weights="k")
+
+
+def test_nan_in_predictor_with_na_action_raise_names_column_and_row():
+    df = data()
+    df.index = [f"row{i}" for i in range(len(df))]
+    df.loc["row6", "x"] = np.nan
+    with pytest.raises(DataError, match=r"column 'x'.*row 'row6'"):
+        build_design("y ~ x", df, na_action="raise")
+
+
+def test_nan_in_high_cardinality_column_with_raise():
+    df = data()
+    df["g"] = df["g"].astype(float)
+    df.loc[4, "g"] = np.nan
+    with pytest.raises(DataError, match=r"column 'g'.*row 4"):
+        build_design("y ~ x + ^g", df, na_action="raise")
+
+
+def test_inf_in_predictor_names_column_and_row():
+    df = data()
+    df.loc[3, "age"] = np.inf
+    with pytest.raises(DataError, match=r"column 'age'.*infinite.*row 3"):
+        build_design("y ~ x + age", df)
+
+
+def test_inf_made_by_a_transform():
+    df = data()
+    df.loc[5, "age"] = 0.0
+    with pytest.raises(DataError, match=r"np.log\(age\).*infinite.*row 5"):
+        with np.errstate(divide="ignore"):
+            build_design("y ~ np.log(age)", df)
+
+
+def test_no_rows_left_after_na_removal():
+    df = data()
+    df["x"] = np.nan
+    with pytest.raises(DataError, match="no rows left"):
+        build_design("y ~ x", df)
+
+
+def test_negative_weights():
+    w = np.ones(20)
+    w[7] = -1.0
+    with pytest.raises(DataError, match=r"non-negative.*row 7"):
+        build_design("y ~ x", data(), weights=w)
+
+
+def test_weights_array_of_wrong_length():
+    with pytest.raises(DataError, match="one value per row"):
+        build_design("y ~ x", data(), weights=np.ones(5))
+
+
+def test_binomial_response_outside_range():
+    df = data()
+    df.loc[2, "yb"] = 2
+    with pytest.raises(DataError, match=r"'yb'.*row 2 has 2"):
+        build_design("yb ~ x", df, family="binomial")
+
+
+def test_negative_poisson_count():
+    df = data()
+    df["cnt"] = np.arange(20) - 1.0
+    with pytest.raises(DataError, match=r"'cnt'.*non-negative.*row 0"):
+        build_design("cnt ~ x", df, family="poisson")
+
+
+def test_binomial_string_response_with_three_levels():
+    df = data()
+    df["s"] = np.array(["a", "b", "c"])[np.arange(20) % 3]
+    with pytest.raises(DataError, match="exactly two levels.*'a', 'b', 'c'"):
+        build_design("s ~ x", df, family="binomial")
+
+
+def test_high_cardinality_factor_with_one_level():
+    df = data()
+    df["one"] = 5
+    with pytest.raises(DataError, match=r"'one'.*single level \(5\)"):
+        build_design("y ~ x + ^one", df)
+
+
+def test_grouping_factor_with_one_level():
+    df = data()
+    df["one"] = "s"
+    with pytest.raises(DataError, match=r"grouping factor 'one'.*single level"):
+        build_design("y ~ x + (1 | one)", df)
+
+
+def test_unseen_level_of_a_categorical_term_in_new_data():
+    d = build_design("y ~ x + C(k)", data())
+    new = pd.DataFrame({"x": [1.0, 2.0], "k": ["a", "zz"]})
+    with pytest.raises(DataError, match=r"column 'k'.*level 'zz'"):
+        d.spec.transform(new)
+
+
+def test_unseen_class_in_new_response():
+    d = build_design("g ~ x", data(), family="multinomial")
+    new = pd.DataFrame({"x": [1.0, 2.0], "g": [1, 17]})
+    with pytest.raises(DataError, match=r"class 17 at row 1"):
+        d.spec.transform(new, response=True)
+
+
+def test_missing_column_in_new_data():
+    d = build_design("y ~ x + ^g", data())
+    with pytest.raises(ColumnNotFoundError, match="'g'"):
+        d.spec.transform(pd.DataFrame({"x": [1.0]}))
+
+
+def test_bad_na_action():
+    with pytest.raises(DataError, match="na_action"):
+        build_design("y ~ x", data(), na_action="omit")
+
+
+def test_unknown_family():
+    with pytest.raises(ImpactGLMError, match="family"):
+        build_design("y ~ x", data(), family="gausian")
+
+
+def test_not_a_table():
+    with pytest.raises(DataError, match="table"):
+        build_design("y ~ x", 42)
