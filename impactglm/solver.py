@@ -1,0 +1,622 @@
+"""The re-encoding Newton solver for GLMs with high-cardinality factors.
+
+Model (DESIGN.md section 2): eta_i = o_i + x_i'beta + sum_k a_k[c_k(i)],
+a_k[l] ~ N(0, tau_k^2).  The fit is the posterior mode, the minimiser of
+
+    f(beta, a) = sum_i pw_i d(y_i, mu_i) / (2 phi) + sum_k ||a_k||^2 / (2 tau_k^2)
+
+(phi = 1 for binomial and poisson; for gaussian phi = sigma^2).
+
+Each iteration (DESIGN.md section 3):
+
+1. one fused pass over the rows (:func:`impactglm.kernels.levels.row_pass`) gives
+   f, X'r, diag(X'WX) and, for every level of every factor, G_l = sum r_i and
+   W_l = sum w_i; it also stores w_i;
+2. each factor is re-encoded into J = 3 level directions: the Bayesian impact
+   step (balance deficit / (W_l + 1/tau^2)), the previous change of the effects
+   (at the first iteration the summed impact a_k itself, i.e. the smoothed impact
+   codes), and the constant 1 (the level-mean mode that is nearly confounded with
+   the intercept and the other factors);
+3. a light pass (:func:`~impactglm.kernels.levels.hess_pass`) forms the reduced
+   Hessian D'WD of [X | encoded directions] (p + 3K columns); the prior adds
+   sum_l d_l d'_l / tau^2 exactly; the reduced gradient comes from the level sums
+   without touching the rows; the small Newton system gives gamma;
+4. beta += gamma_X, a_k += sum_j gamma_kj d_kj; the next pass evaluates f there
+   and the step is halved until f decreases (Armijo), so every step is guarded and
+   the line search costs no extra pass when the full step is accepted.
+
+Convergence certificate: with g the penalised gradient over beta AND every level
+and H_jj the diagonal of the penalised Hessian, the loop stops when
+max_j |g_j| / H_jj <= tol (the largest single-coordinate Newton step: the effect
+of any one level or coefficient would move by less than tol if re-optimised alone);
+``max_grad`` = max_j |g_j| is reported as well.  Tests check effects against an
+independent exact solver (tests/exact.py) at 1e-6 relative.
+
+Posterior standard errors (FactorEffects.se) and cov_beta: the penalised Hessian is
+H = [[A, B'], [B, D]] with A = X'WX, B the per-level sums of w_i x_i and D the level
+block.  cov_beta = (A - B'D^-1 B)^-1 (levels integrated out).  For one factor D is
+diagonal and this is exact; for K >= 2 factors D^-1 B is obtained by a block-Jacobi
+preconditioned conjugate-gradient solve with the full D (cross-factor terms
+included), so cov_beta is exact to the solve tolerance.  se(a_l)^2 =
+1/D_ll + (B_l/D_ll)' cov_beta (B_l/D_ll): exact for one factor; for K >= 2 it
+neglects the cross-factor coupling of the level blocks (documented approximation,
+slightly small for levels whose rows share few other-factor levels).
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numba
+import numpy as np
+import pandas as pd
+from scipy import linalg
+
+from . import encoding
+from .errors import ConvergenceWarning, DataError, ModelError, SeparationWarning
+from .families import Family, get_family
+from .fitoutput import FactorEffects, FitOutput
+from .kernels import levels as KL
+
+__all__ = ["fit_high_cardinality", "LevelProblem", "NO_PRIOR_RIDGE"]
+
+NO_PRIOR_RIDGE = 1e-5           # prior precision used when prior_sd is None
+_SUPPORTED = ("gaussian", "binomial", "poisson")
+_J = 3                           # level directions per factor
+
+
+# ----------------------------------------------------------------------------- input checks
+
+def _as_float_vector(v, n: int, what: str, default: float) -> np.ndarray:
+    if v is None:
+        return np.full(n, default)
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim != 1 or a.shape[0] != n:
+        raise DataError(f"{what} must be a vector of length {n} (the number of rows), got shape {a.shape}")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise DataError(f"{what} must be finite; row {int(np.flatnonzero(bad)[0])} is {a[bad][0]!r}")
+    return a
+
+
+def _check_factors(factors, n: int, names: Sequence[str]) -> list[tuple[np.ndarray, int]]:
+    out = []
+    if len(factors) == 0:
+        raise ModelError("fit_high_cardinality needs at least one factor")
+    for k, f in enumerate(factors):
+        try:
+            codes, q = f
+        except (TypeError, ValueError):
+            raise ModelError(f"factor {names[k]!r}: expected a (codes, n_levels) pair") from None
+        codes = np.asarray(codes)
+        q = int(q)
+        if codes.ndim != 1 or codes.shape[0] != n:
+            raise DataError(f"factor {names[k]!r}: codes must have length {n}, got shape {codes.shape}")
+        if not np.issubdtype(codes.dtype, np.integer):
+            raise DataError(f"factor {names[k]!r}: codes must be integers, got {codes.dtype}")
+        if q < 1:
+            raise DataError(f"factor {names[k]!r}: needs at least one level")
+        if n:
+            lo, hi = int(codes.min()), int(codes.max())
+            if lo < 0 or hi >= q:
+                bad = int(np.flatnonzero((codes < 0) | (codes >= q))[0])
+                raise DataError(f"factor {names[k]!r}: row {bad} has level code {int(codes[bad])}, "
+                                f"outside 0..{q - 1} (missing or unseen level?)")
+        out.append((codes, q))
+    return out
+
+
+def _prior_precisions(prior_sd, K: int, names) -> tuple[list[float | None], np.ndarray]:
+    if isinstance(prior_sd, (int, float)) or prior_sd is None:
+        prior_sd = [prior_sd] * K
+    if isinstance(prior_sd, dict):
+        prior_sd = [prior_sd.get(nm) for nm in names]
+    taus = list(prior_sd)
+    if len(taus) != K:
+        raise ModelError(f"prior_sd must have one entry per factor ({K}), got {len(taus)}")
+    lam = np.empty(K)
+    for k, t in enumerate(taus):
+        if t is None:
+            lam[k] = NO_PRIOR_RIDGE
+        else:
+            t = float(t)
+            if not (t > 0 and math.isfinite(t)):
+                raise ModelError(f"prior_sd for factor {names[k]!r} must be a positive number or None, got {t!r}")
+            lam[k] = 1.0 / t ** 2
+            taus[k] = t
+    return taus, lam
+
+
+# ----------------------------------------------------------------------------- the problem
+
+@dataclass
+class State:
+    """Parameters and the quantities of the last row pass at them."""
+
+    beta: np.ndarray
+    a: np.ndarray
+    f: float = math.inf
+    dev: float = math.inf
+    G: np.ndarray | None = None
+    W: np.ndarray | None = None
+    Xr: np.ndarray | None = None
+    Xd: np.ndarray | None = None
+    n_iter: int = 0
+    n_passes: int = 0
+    converged: bool = False
+    max_grad: float = math.inf
+    max_step: float = math.inf
+    log: list = field(default_factory=list)
+
+
+class LevelProblem:
+    """Arrays of one fit plus preallocated workspaces (no temporaries per pass).
+
+    ``gidx[i, k]`` is the global index of row i's level of factor k in the
+    concatenated effect vector (factor k occupies ``starts[k]:starts[k+1]``).
+    """
+
+    def __init__(self, X, factors, y, weights, offset, family: Family, *, names=None,
+                 n_threads: int | None = None):
+        self.family = family
+        self.fam = int(family.code)
+        self.link = int(family.link.code)
+        y = np.asarray(y, dtype=np.float64)
+        n = y.shape[0]
+        self.n = n
+        self.names = list(names) if names is not None else [f"factor{k}" for k in range(len(factors))]
+        if X is None:
+            X = np.ones((n, 1))
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] != n:
+            raise DataError(f"X must be an (n, p) matrix with n = {n} rows, got shape {X.shape}")
+        if not np.all(np.isfinite(X)):
+            r, c = np.argwhere(~np.isfinite(X))[0]
+            raise DataError(f"X has a non-finite value in row {int(r)}, column {int(c)}")
+        self.X = np.ascontiguousarray(X)
+        self.p = X.shape[1]
+        self.y = _as_float_vector(y, n, "y", 0.0)
+        self.pw = _as_float_vector(weights, n, "weights", 1.0)
+        if np.any(self.pw < 0):
+            raise DataError(f"weights must be non-negative; row {int(np.flatnonzero(self.pw < 0)[0])} is negative")
+        self.offset = _as_float_vector(offset, n, "offset", 0.0)
+        family.check_response(self.y, "y")
+        facs = _check_factors(factors, n, self.names)
+        self.K = len(facs)
+        self.q = np.array([q for _, q in facs], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.q)]).astype(np.int64)
+        self.Q = int(self.starts[-1])
+        gidx = np.empty((n, self.K), dtype=np.int32 if self.Q < 2 ** 31 else np.int64)
+        for k, (codes, _) in enumerate(facs):
+            gidx[:, k] = codes
+            gidx[:, k] += self.starts[k]
+        self.gidx = gidx
+        self.T = int(n_threads or numba.get_num_threads())
+        if n < 20000:
+            self.T = 1
+        T, Q, p = self.T, self.Q, self.p
+        self.accG = np.empty((T, Q))
+        self.accW = np.empty((T, Q))
+        self.accXr = np.empty((T, p))
+        self.accXd = np.empty((T, p))
+        self.accDev = np.empty(T)
+        self.w = np.empty(n)
+        self.m = p + self.K * _J
+        self.accH = np.empty((T, self.m, self.m))
+        self.L = np.zeros((Q, _J))
+        # level of each global index -> factor
+        self.factor_of = np.repeat(np.arange(self.K), self.q)
+
+    # -- passes ------------------------------------------------------------------------
+    def evaluate(self, st: State, lam_l: np.ndarray, inv_phi: float) -> None:
+        """One row pass at (st.beta, st.a): fills f, dev, G, W, Xr, Xd; stores w."""
+        if st.G is None:
+            st.G, st.W = np.empty(self.Q), np.empty(self.Q)
+            st.Xr, st.Xd = np.empty(self.p), np.empty(self.p)
+        dev = KL.row_pass(self.X, st.beta, self.offset, self.gidx, st.a, self.y, self.pw,
+                          self.fam, self.link, inv_phi, self.accG, self.accW, self.accXr,
+                          self.accXd, self.accDev, self.w, True, st.G, st.W, st.Xr, st.Xd)
+        st.dev = float(dev)
+        st.f = 0.5 * st.dev * inv_phi + 0.5 * float(np.dot(lam_l * st.a, st.a))
+        st.n_passes += 1
+
+    def reduced_hessian(self, L: np.ndarray) -> np.ndarray:
+        """D'WD for D = [X | L[gidx[:,0]] | ... ] at the stored weights (light pass)."""
+        H = np.empty((self.m, self.m))
+        KL.hess_pass(self.X, self.gidx, self.w, L, self.accH, H)
+        return H
+
+    def hv(self, vb: np.ndarray, va: np.ndarray, lam_l: np.ndarray):
+        """Penalised Hessian-vector product at the stored weights: (H v)_beta, (H v)_a."""
+        outA = np.empty(self.Q)
+        outX = np.empty(self.p)
+        KL.hv_pass(self.X, self.gidx, self.w, vb, va, self.accG, self.accXr, outA, outX)
+        return outX, outA + lam_l * va
+
+    # -- helpers -------------------------------------------------------------------------
+    def expand(self, per_factor: np.ndarray) -> np.ndarray:
+        """Per-factor values -> one value per global level."""
+        return np.repeat(np.asarray(per_factor, dtype=np.float64), self.q)
+
+    def sums_by_level(self, v: np.ndarray) -> np.ndarray:
+        """sum_{i in l} v_i for every global level l."""
+        out = np.zeros(self.Q)
+        for k in range(self.K):
+            out += np.bincount(self.gidx[:, k], weights=v, minlength=self.Q)
+        return out
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def _start(prob: LevelProblem, taus, inv_phi: float) -> State:
+    """Start: beta at the grand value (through a constant column of X if any), a = the
+    smoothed Bayesian impact codes of every factor."""
+    fam = prob.family
+    pw, y = prob.pw, prob.y
+    sw = float(pw.sum())
+    grand = float(np.dot(pw, y) / sw) if sw > 0 else float(np.mean(y))
+    grand = float(np.clip(fam.initial_mu(np.array([grand]), np.array([max(sw, 1.0)]))[0], 1e-6, np.inf))
+    if fam.name == "binomial":
+        grand = min(max(grand, 1e-6), 1 - 1e-6)
+    if fam.name == "gaussian" and fam.link.name == "identity":
+        grand = float(np.dot(pw, y) / sw) if sw > 0 else 0.0
+    eta_bar = float(fam.link.link(np.array([grand]))[0])
+    beta = np.zeros(prob.p)
+    const = [j for j in range(prob.p) if np.all(prob.X[:, j] == prob.X[0, j]) and prob.X[0, j] != 0]
+    a = np.zeros(prob.Q)
+    if const:
+        j = const[0]
+        beta[j] = (eta_bar - float(np.mean(prob.offset))) / prob.X[0, j]
+        swy = prob.sums_by_level(pw * y)
+        swl = prob.sums_by_level(pw)
+        for k in range(prob.K):
+            sl = slice(prob.starts[k], prob.starts[k + 1])
+            kappa = encoding.prior_pseudo_weight(grand, taus[k], fam, NO_PRIOR_RIDGE, 1.0 / inv_phi)
+            a[sl] = encoding.smoothed_impact_code(swy[sl], swl[sl], grand, kappa, fam)
+    return State(beta=beta, a=a)
+
+
+def _solve_small(H: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """gamma = -H^+ g with small-eigenvalue cutoff (directions may be redundant)."""
+    d = np.sqrt(np.maximum(np.diag(H), 0.0))
+    keep = d > 0
+    gamma = np.zeros_like(g)
+    if not keep.any():
+        return gamma
+    Hs = H[np.ix_(keep, keep)] / np.outer(d[keep], d[keep])
+    gs = g[keep] / d[keep]
+    vals, vecs = linalg.eigh(Hs)
+    cut = vals.max() * 1e-12
+    inv = np.where(vals > cut, 1.0 / np.where(vals > cut, vals, 1.0), 0.0)
+    gamma[keep] = -(vecs @ (inv * (vecs.T @ gs))) / d[keep]
+    return gamma
+
+
+def _certificate(prob: LevelProblem, st: State, lam_l: np.ndarray) -> tuple[float, float]:
+    """(max |gradient|, max |gradient| / H_jj) over beta and every level."""
+    b = st.G - lam_l * st.a
+    Hb = np.where(st.Xd > 0, st.Xd, 1.0)
+    ga = np.abs(b)
+    gb = np.abs(st.Xr)
+    max_grad = max(float(ga.max(initial=0.0)), float(gb.max(initial=0.0)))
+    max_step = max(float((ga / (st.W + lam_l)).max(initial=0.0)), float((gb / Hb).max(initial=0.0)))
+    return max_grad, max_step
+
+
+def newton_loop(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: float, *, tol: float,
+                maxiter: int, verbose: bool = False, t0: float | None = None) -> State:
+    """Run re-encoding Newton iterations from ``st`` until the certificate <= tol."""
+    t0 = time.perf_counter() if t0 is None else t0
+    p, K, starts = prob.p, prob.K, prob.starts
+    L = prob.L
+    prev = None                        # previous change of a
+    first = True
+    if st.G is None:
+        prob.evaluate(st, lam_l, inv_phi)
+    st.max_grad, st.max_step = _certificate(prob, st, lam_l)
+    _log(st, 0, 1.0, t0, verbose)
+    for it in range(1, maxiter + 1):
+        if st.max_step <= tol:
+            st.converged = True
+            break
+        b = st.G - lam_l * st.a
+        L[:, 0] = b / (st.W + lam_l)
+        L[:, 1] = st.a if (prev is None) else prev
+        L[:, 2] = st.W > 0            # empty levels stay at the prior mean 0
+        if prev is None and not first:
+            L[:, 1] = 0.0
+        first = False
+        H = prob.reduced_hessian(L)
+        g = np.empty(prob.m)
+        g[:p] = -st.Xr
+        for k in range(K):
+            sl = slice(starts[k], starts[k + 1])
+            Lk = L[sl]
+            H[p + k * _J:p + (k + 1) * _J, p + k * _J:p + (k + 1) * _J] += Lk.T @ (lam_l[sl, None] * Lk)
+            g[p + k * _J:p + (k + 1) * _J] = -(Lk.T @ b[sl])
+        gamma = _solve_small(H, g)
+        slope = float(g @ gamma)
+        if not slope < 0:
+            # no descent possible in the subspace: only the certificate can say why
+            break
+        step_a = np.empty(prob.Q)
+        for k in range(K):
+            sl = slice(starts[k], starts[k + 1])
+            step_a[sl] = L[sl] @ gamma[p + k * _J:p + (k + 1) * _J]
+        step_b = gamma[:p].copy()
+        beta0, a0, f0 = st.beta.copy(), st.a.copy(), st.f
+        t = 1.0
+        while True:
+            st.beta = beta0 + t * step_b
+            st.a = a0 + t * step_a
+            prob.evaluate(st, lam_l, inv_phi)
+            if st.f <= f0 + 1e-4 * t * slope or abs(st.f - f0) <= 1e-13 * abs(f0):
+                break
+            t *= 0.5
+            if t < 1e-10:
+                st.beta, st.a = beta0, a0
+                prob.evaluate(st, lam_l, inv_phi)
+                break
+        prev = t * step_a
+        st.n_iter += 1
+        st.max_grad, st.max_step = _certificate(prob, st, lam_l)
+        _log(st, st.n_iter, t, t0, verbose)
+        if t < 1e-10:
+            break
+    else:
+        st.converged = st.max_step <= tol
+    if st.max_step <= tol:
+        st.converged = True
+    return st
+
+
+def _log(st: State, it: int, step: float, t0: float, verbose: bool) -> None:
+    row = (it, st.f, st.max_grad, st.max_step, step, st.n_passes, time.perf_counter() - t0)
+    st.log.append(row)
+    if verbose:
+        print(f"iter {it:3d}  objective {st.f:.10e}  max_grad {st.max_grad:.3e}  "
+              f"max_step {st.max_step:.3e}  step {step:.3g}  passes {st.n_passes:3d}  "
+              f"{row[-1]:.2f}s", flush=True)
+
+
+# ----------------------------------------------------------------------------- inference
+
+EXACT_DENSE_LIMIT = 3000        # exact posterior variances when p + (levels outside the largest factor) <= this
+
+
+def _posterior(prob: LevelProblem, st: State, lam_l: np.ndarray):
+    """(cov_beta, se of every level, exact?) at the mode; see the module docstring."""
+    p, Q = prob.p, prob.Q
+    Dd = st.W + lam_l
+    if prob.K > 1 and p + Q - int(prob.q.max()) <= EXACT_DENSE_LIMIT:
+        return _posterior_exact(prob, Dd)
+    B = np.empty((Q, p))
+    KL.level_xw_pass(prob.X, prob.gidx, prob.w, B)
+    A = prob.X.T @ (prob.X * prob.w[:, None])
+    if prob.K == 1:
+        DinvB = B / Dd[:, None]
+    else:
+        DinvB = np.column_stack([_solve_levels(prob, B[:, j], lam_l, Dd) for j in range(p)])
+    S = A - B.T @ DinvB
+    S = 0.5 * (S + S.T)
+    try:
+        cov = linalg.inv(S)
+    except linalg.LinAlgError:
+        cov = linalg.pinv(S)
+    Db = B / Dd[:, None]
+    var = 1.0 / Dd + np.einsum("lj,jk,lk->l", Db, cov, Db)
+    return cov, np.sqrt(np.maximum(var, 0.0)), prob.K == 1
+
+
+def _posterior_exact(prob: LevelProblem, Dd: np.ndarray):
+    """Exact diag(H^-1) and beta block for K >= 2 when the non-largest part is small.
+
+    Order the parameters as (largest factor 1, rest R = [beta, other factors]).  The
+    factor-1 block D1 is diagonal, so with C = Z1'W Z_R (sparse) the Schur complement
+    S = H_RR - C' D1^-1 C is small and dense; H^-1 restricted to R is S^-1 (exact
+    cov_beta and other-factor variances) and, for a level l of factor 1,
+    [H^-1]_ll = 1/D1_l + c_l' S^-1 c_l / D1_l^2 with c_l the l-th row of C.
+    """
+    import scipy.sparse as sp
+    n, p = prob.n, prob.p
+    k1 = int(np.argmax(prob.q))
+    s1 = slice(int(prob.starts[k1]), int(prob.starts[k1 + 1]))
+    others = [k for k in range(prob.K) if k != k1]
+    rest_idx = np.concatenate([np.arange(prob.starts[k], prob.starts[k + 1]) for k in others])
+    s = p + rest_idx.size
+    # column of each row's level in R (other factors), in the order of rest_idx
+    pos = np.empty(prob.Q, dtype=np.int64)
+    pos[rest_idx] = p + np.arange(rest_idx.size)
+    rows = np.repeat(np.arange(n), p + len(others))
+    cols = np.concatenate([np.tile(np.arange(p), (n, 1))] +
+                          [pos[prob.gidx[:, k]][:, None] for k in others], axis=1).ravel()
+    vals = np.concatenate([prob.X] + [np.ones((n, 1))] * len(others), axis=1).ravel()
+    ZR = sp.csr_matrix((vals, (rows, cols)), shape=(n, s))
+    WZR = sp.diags(prob.w) @ ZR
+    H_RR = (ZR.T @ WZR).toarray()
+    Z1 = sp.csr_matrix((np.ones(n), (np.arange(n), prob.gidx[:, k1] - prob.starts[k1])),
+                       shape=(n, int(prob.q[k1])))
+    C = (Z1.T @ WZR).tocsr()                      # (q1, s)
+    D1 = Dd[s1]
+    # H_RR diagonal for levels: Dd already includes their prior precision and W
+    H_RR[p:, p:][np.diag_indices(rest_idx.size)] = Dd[rest_idx]
+    S = H_RR - (C.T @ sp.diags(1.0 / D1) @ C).toarray()
+    S = 0.5 * (S + S.T)
+    Sinv = linalg.inv(S)
+    Sinv = 0.5 * (Sinv + Sinv.T)
+    var = np.empty(prob.Q)
+    var[rest_idx] = np.diag(Sinv)[p:]
+    corr = np.empty(int(prob.q[k1]))
+    step = max(1, int(2e7 // max(s, 1)))
+    for lo in range(0, corr.size, step):
+        Cb = C[lo:lo + step]
+        corr[lo:lo + step] = np.asarray(Cb.multiply(Cb @ Sinv).sum(axis=1)).ravel()
+    var[s1] = 1.0 / D1 + corr / D1 ** 2
+    return Sinv[:p, :p].copy(), np.sqrt(np.maximum(var, 0.0)), True
+
+
+def _solve_levels(prob: LevelProblem, rhs: np.ndarray, lam_l: np.ndarray, Dd: np.ndarray,
+                  rtol: float = 1e-10, maxiter: int = 500) -> np.ndarray:
+    """Solve D x = rhs (D = level block of the penalised Hessian, cross-factor terms included)
+    by conjugate gradients preconditioned with diag(D), one hv pass per iteration."""
+    zb = np.zeros(prob.p)
+    x = np.zeros(prob.Q)
+    r = rhs.copy()
+    z = r / Dd
+    d = z.copy()
+    rz = float(r @ z)
+    norm0 = math.sqrt(max(float(rhs @ rhs), 1e-300))
+    for _ in range(maxiter):
+        if math.sqrt(float(r @ r)) <= rtol * norm0:
+            break
+        _, Hd = prob.hv(zb, d, lam_l)
+        alpha = rz / float(d @ Hd)
+        x += alpha * d
+        r -= alpha * Hd
+        z = r / Dd
+        rz_new = float(r @ z)
+        d = z + (rz_new / rz) * d
+        rz = rz_new
+    return x
+
+
+# ----------------------------------------------------------------------------- public entry
+
+def _separated_levels(prob: LevelProblem) -> np.ndarray:
+    """Per factor: number of levels whose rows all sit on the boundary (y all 0 / all 1)."""
+    fam = prob.family.name
+    sw = prob.sums_by_level(prob.pw)
+    swy = prob.sums_by_level(prob.pw * prob.y)
+    if fam == "binomial":
+        sep = (swy <= 1e-12 * np.maximum(sw, 1)) | (swy >= sw * (1 - 1e-12))
+    elif fam == "poisson":
+        sep = swy <= 0
+    else:
+        return np.zeros(prob.K, dtype=np.int64)
+    sep &= sw > 0
+    return np.array([int(sep[prob.starts[k]:prob.starts[k + 1]].sum()) for k in range(prob.K)])
+
+
+def solve_mode(prob: LevelProblem, taus, lam_l: np.ndarray, inv_phi: float, *, tol: float,
+               maxiter: int, verbose: bool = False, start: State | None = None,
+               t0: float | None = None) -> State:
+    """The posterior mode at fixed prior precisions (warm start from ``start``)."""
+    if start is None:
+        st = _start(prob, taus, inv_phi)
+    else:
+        st = State(beta=start.beta.copy(), a=start.a.copy(), n_passes=start.n_passes,
+                   n_iter=start.n_iter, log=start.log)
+    return newton_loop(prob, st, lam_l, inv_phi, tol=tol, maxiter=maxiter, verbose=verbose, t0=t0)
+
+
+def _gaussian_scale(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: float) -> float:
+    """sigma^2 = RSS / (n_eff - p - sum_k edf_k) at the mode (fixed-tau gaussian fits)."""
+    edf = float(np.sum(st.W / (st.W + lam_l)))
+    rss = st.dev
+    n_eff = float(np.sum(prob.pw > 0))
+    return rss / max(n_eff - prob.p - edf, 1.0)
+
+
+def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto", *,
+                         method: str = "reml", tol: float = 1e-8, maxiter: int = 200,
+                         verbose: bool = False, levels=None, counts=None, names=None,
+                         scale: float | None = None) -> FitOutput:
+    """Posterior-mode fit of eta = offset + X beta + sum_k a_k[codes_k], a_k ~ N(0, tau_k^2).
+
+    Parameters
+    ----------
+    X : (n, p) float array (None: intercept only); factors : list of (codes int32 (n,), n_levels);
+    y, weights, offset : (n,) arrays (weights/offset may be None); family : name or Family
+    (gaussian, binomial, poisson; any of their links).
+    prior_sd : "auto" (tau_k by empirical Bayes, :mod:`impactglm.variance`; gaussian by REML
+        or ML per ``method``, binomial/poisson by the glmer(nAGQ=0) Laplace criterion),
+        a number, a list (one per factor; None = no prior), or a dict name -> value.
+        With no prior a ridge of precision 1e-5 keeps separated levels finite
+        (SeparationWarning with their count).
+    tol : convergence certificate, max_j |g_j| / H_jj (see the module docstring).
+    scale : gaussian only: the residual variance sigma^2 to use with a fixed tau (default:
+        estimated as RSS / (n - p - edf) by fixed-point iteration).
+
+    Returns a FitOutput with ``effects`` (one FactorEffects per factor) and ``extra``:
+    max_grad, max_step, objective, n_passes, log (DataFrame), prior_sd, scale.
+    """
+    t0 = time.perf_counter()
+    fam = get_family(family)
+    if fam.name not in _SUPPORTED:
+        raise ModelError(f"^ terms support the families {', '.join(_SUPPORTED)}, not {fam.name!r}")
+    K = len(factors)
+    names = list(names) if names is not None else [f"factor{k}" for k in range(K)]
+    prob = LevelProblem(X, factors, y, weights, offset, fam, names=names)
+    tau_estimated = isinstance(prior_sd, str)
+    extra: dict = {}
+    if tau_estimated:
+        if prior_sd != "auto":
+            raise ModelError(f"prior_sd must be 'auto', a number, a list or a dict, not {prior_sd!r}")
+        from . import variance
+        est = variance.estimate_tau(prob, method=method, tol=tol, verbose=verbose)
+        taus = list(est.taus)
+        if fam.name == "gaussian":
+            scale = est.scale
+        extra["tau_criterion"] = est.criterion
+        extra["tau_evaluations"] = est.n_evaluations
+    else:
+        taus, _ = _prior_precisions(prior_sd, K, names)
+    taus_checked, lam = _prior_precisions(taus, K, names)
+    lam_l = prob.expand(lam)
+    if any(t is None for t in taus_checked):
+        sep = _separated_levels(prob)
+        for k, t in enumerate(taus_checked):
+            if t is None and sep[k] > 0:
+                warnings.warn(f"factor {names[k]!r}: {sep[k]} level(s) are perfectly separated "
+                              f"(all responses on the boundary); with prior_sd=None their effects are "
+                              f"held finite only by a {NO_PRIOR_RIDGE:g} ridge", SeparationWarning,
+                              stacklevel=2)
+    if fam.name == "gaussian":
+        fixed_scale = scale is not None
+        phi = float(scale) if fixed_scale else float(np.var(prob.y) or 1.0)
+        st = None
+        for _ in range(100):
+            st = solve_mode(prob, taus_checked, lam_l, 1.0 / phi, tol=tol, maxiter=maxiter,
+                            verbose=verbose, start=st, t0=t0)
+            if fixed_scale:
+                break
+            new = _gaussian_scale(prob, st, lam_l, 1.0 / phi)
+            done = abs(new - phi) <= 1e-10 * phi
+            phi = new
+            st.G = None
+            if done:
+                st = solve_mode(prob, taus_checked, lam_l, 1.0 / phi, tol=tol, maxiter=maxiter,
+                                verbose=verbose, start=st, t0=t0)
+                break
+    else:
+        phi = 1.0
+        st = solve_mode(prob, taus_checked, lam_l, 1.0, tol=tol, maxiter=maxiter, verbose=verbose, t0=t0)
+    if not st.converged:
+        warnings.warn(f"high-cardinality fit did not converge in {maxiter} iterations "
+                      f"(certificate {st.max_step:.3g} > tol {tol:g}, max gradient {st.max_grad:.3g})",
+                      ConvergenceWarning, stacklevel=2)
+    cov, se, se_exact = _posterior(prob, st, lam_l)
+    eta = np.empty(prob.n)
+    mu = np.empty(prob.n)
+    KL.eta_pass(prob.X, st.beta, prob.offset, prob.gidx, st.a, prob.y, prob.pw, prob.fam, prob.link, eta, mu)
+    effects = []
+    for k in range(K):
+        sl = slice(prob.starts[k], prob.starts[k + 1])
+        q = int(prob.q[k])
+        lv = np.asarray(levels[k]) if levels is not None else np.arange(q)
+        ct = np.asarray(counts[k]) if counts is not None else np.bincount(
+            prob.gidx[:, k] - prob.starts[k], minlength=q).astype(np.int64)
+        W = st.W[sl]
+        edf = float(np.sum(W / (W + lam_l[sl])))
+        effects.append(FactorEffects(names[k], lv, ct, st.a[sl].copy(), se[sl].copy(), taus_checked[k],
+                                     edf, tau_estimated))
+    log = pd.DataFrame(st.log, columns=["iteration", "objective", "max_grad", "max_step", "step",
+                                        "passes", "seconds"])
+    extra.update(max_grad=st.max_grad, max_step=st.max_step, objective=st.f, n_passes=st.n_passes,
+                 log=log, prior_sd={names[k]: taus_checked[k] for k in range(K)}, scale=phi,
+                 deviance=st.dev, se_exact=se_exact, fit_seconds=time.perf_counter() - t0)
+    return FitOutput(beta=st.beta.copy(), cov_beta=cov, eta=eta, mu=mu, scale=phi, n_iter=st.n_iter,
+                     converged=st.converged, log=log, effects=tuple(effects), extra=extra)

@@ -1,0 +1,180 @@
+"""The re-encoding Newton solver against the independent exact solver (tests/exact.py)."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from impactglm.errors import DataError, ModelError, SeparationWarning
+from impactglm.solver import fit_high_cardinality
+
+from conftest import EXACT_RTOL
+from exact import exact_fit
+
+
+def _data(family, n=2500, q=(300, 40), p_extra=1, seed=0):
+    rng = np.random.default_rng(seed)
+    codes = [rng.integers(0, qk, n).astype(np.int32) for qk in q]
+    X = np.column_stack([np.ones(n)] + [rng.normal(size=n) for _ in range(p_extra)])
+    eta = 0.2 + X[:, 1:].sum(1) * 0.4 if p_extra else np.full(n, 0.2)
+    for c, qk, sd in zip(codes, q, (0.8, 0.5, 0.3)):
+        eta = eta + rng.normal(0, sd, qk)[c]
+    if family == "binomial":
+        y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+    elif family == "poisson":
+        y = rng.poisson(np.exp(eta)).astype(float)
+    else:
+        y = 3 + eta + rng.normal(size=n)
+    return X, [(c, qk) for c, qk in zip(codes, q)], y
+
+
+def _assert_close(a, b, rtol):
+    """max |a - b| <= rtol * max |b| (relative to the scale of the vector; b = 0 -> 1e-6 scale)."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert np.max(np.abs(a - b)) <= rtol * max(np.max(np.abs(b)), 1e-6), np.max(np.abs(a - b))
+
+
+CASES = [("binomial", (300,), 1, None), ("binomial", (300, 40), 1, None),
+         ("poisson", (500, 60), 2, None), ("gaussian", (300, 40), 1, 1.3),
+         ("binomial", (1500, 400), 0, None), ("poisson", (200,), 0, None)]
+
+
+@pytest.mark.parametrize("family,q,p_extra,scale", CASES)
+def test_matches_exact_solver(family, q, p_extra, scale):
+    X, factors, y, = _data(family, q=q, p_extra=p_extra)
+    taus = [0.8, 0.5][:len(q)]
+    rng = np.random.default_rng(5)
+    w = rng.uniform(0.5, 2.0, len(y))
+    off = rng.normal(0, 0.1, len(y))
+    out = fit_high_cardinality(X, factors, y, w, off, family, taus, tol=1e-10, scale=scale)
+    ex = exact_fit(X, factors, y, w, off, family, taus, phi=scale or 1.0)
+    assert out.converged
+    _assert_close(out.beta, ex["beta"], EXACT_RTOL)
+    for eff, ref in zip(out.effects, ex["effects"]):
+        _assert_close(eff.effect, ref, EXACT_RTOL)
+    assert out.extra["objective"] == pytest.approx(ex["objective"], rel=EXACT_RTOL)
+    # posterior sd and the beta block of the inverse penalised Hessian
+    sd = np.sqrt(np.diag(ex["cov"]))
+    p = X.shape[1]
+    s = p
+    for eff in out.effects:
+        np.testing.assert_allclose(eff.se, sd[s:s + eff.n_levels], rtol=EXACT_RTOL)
+        s += eff.n_levels
+    np.testing.assert_allclose(out.cov_beta, ex["cov"][:p, :p], rtol=EXACT_RTOL)
+    # the certificate: the exact gradient at our solution is small
+    theta = np.concatenate([out.beta] + [e.effect for e in out.effects])
+    assert np.max(np.abs(out.extra["max_grad"])) < 1e-6
+    assert out.extra["n_passes"] >= out.n_iter
+    log = out.log
+    assert list(log.columns[:3]) == ["iteration", "objective", "max_grad"]
+    assert np.all(np.diff(log["objective"].to_numpy()) <= 1e-9 * abs(log["objective"].iloc[0]))
+    assert theta.shape == ex["theta"].shape
+
+
+def test_edf_and_tau_reported():
+    X, factors, y = _data("binomial", q=(200,))
+    out = fit_high_cardinality(X, factors, y, None, None, "binomial", [0.6], tol=1e-9)
+    e = out.effects[0]
+    assert e.tau == 0.6 and not e.tau_estimated
+    # edf = sum W/(W + 1/tau^2) with W the level sums of mu(1-mu)
+    mu = out.mu
+    W = np.bincount(factors[0][0], mu * (1 - mu), 200)
+    assert e.edf == pytest.approx(np.sum(W / (W + 1 / 0.36)), rel=1e-6)
+    assert out.extra["prior_sd"] == {"factor0": 0.6}
+
+
+def test_row_permutation_and_relabeling_invariance():
+    X, factors, y = _data("binomial", q=(200, 30))
+    ref = fit_high_cardinality(X, factors, y, None, None, "binomial", [0.8, 0.5], tol=1e-10)
+    rng = np.random.default_rng(3)
+    perm = rng.permutation(len(y))
+    relab = [rng.permutation(q) for _, q in factors]
+    fac2 = [(r[c[perm]].astype(np.int32), q) for (c, q), r in zip(factors, relab)]
+    out = fit_high_cardinality(X[perm], fac2, y[perm], None, None, "binomial", [0.8, 0.5], tol=1e-10)
+    np.testing.assert_allclose(out.beta, ref.beta, rtol=1e-8)
+    for e, e0, r in zip(out.effects, ref.effects, relab):
+        np.testing.assert_allclose(e.effect[r], e0.effect, rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(e.se[r], e0.se, rtol=1e-8)
+
+
+def test_duplicated_rows_equal_weight_two():
+    X, factors, y = _data("poisson", q=(150, 20))
+    w2 = fit_high_cardinality(X, factors, y, np.full(len(y), 2.0), None, "poisson", [0.8, 0.5], tol=1e-10)
+    fac = [(np.concatenate([c, c]), q) for c, q in factors]
+    dup = fit_high_cardinality(np.vstack([X, X]), fac, np.concatenate([y, y]), None, None, "poisson",
+                               [0.8, 0.5], tol=1e-10)
+    np.testing.assert_allclose(dup.beta, w2.beta, rtol=1e-8)
+    for a, b in zip(dup.effects, w2.effects):
+        np.testing.assert_allclose(a.effect, b.effect, rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(a.se, b.se, rtol=1e-8)
+
+
+def test_inputs_not_mutated():
+    X, factors, y = _data("binomial", q=(50,))
+    copies = [X.copy(), factors[0][0].copy(), y.copy()]
+    fit_high_cardinality(X, factors, y, None, None, "binomial", [1.0])
+    for a, b in zip(copies, [X, factors[0][0], y]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_one_level_factor_and_all_rows_in_one_level():
+    X, factors, y = _data("binomial", q=(1,), p_extra=1)
+    out = fit_high_cardinality(X, factors, y, None, None, "binomial", [0.5], tol=1e-10)
+    ex = exact_fit(X, factors, y, None, None, "binomial", [0.5])
+    assert out.converged
+    _assert_close(out.effects[0].effect, ex["effects"][0], EXACT_RTOL)
+    # a factor with many levels but all rows in level 7
+    c = np.full(len(y), 7, dtype=np.int32)
+    out = fit_high_cardinality(X, [(c, 10)], y, None, None, "binomial", [0.5], tol=1e-10)
+    assert out.converged and np.all(out.effects[0].effect[np.arange(10) != 7] == 0)
+    assert np.all(out.effects[0].se[np.arange(10) != 7] == pytest.approx(0.5))
+
+
+def test_more_than_a_million_levels():
+    rng = np.random.default_rng(0)
+    q = 1_200_000
+    n = 300_000
+    c = rng.integers(0, q, n).astype(np.int32)
+    c2 = rng.integers(0, 50, n).astype(np.int32)
+    y = (rng.random(n) < 0.3).astype(float)
+    out = fit_high_cardinality(None, [(c, q), (c2, 50)], y, None, None, "binomial", [0.5, 0.5], tol=1e-8)
+    assert out.converged and out.effects[0].effect.shape == (q,)
+    assert out.extra["max_step"] <= 1e-8
+    assert np.sum(out.effects[0].counts > 0) < q      # many empty levels: effect 0, se tau
+    empty = out.effects[0].counts == 0
+    assert np.all(out.effects[0].effect[empty] == 0) and np.allclose(out.effects[0].se[empty], 0.5)
+
+
+def test_separated_levels_warn_with_count():
+    rng = np.random.default_rng(2)
+    n = 400
+    c = rng.integers(0, 40, n).astype(np.int32)
+    y = (rng.random(n) < 0.5).astype(float)
+    y[c == 3] = 1.0
+    y[c == 5] = 0.0
+    with pytest.warns(SeparationWarning, match="2 level"):
+        out = fit_high_cardinality(None, [(c, 40)], y, None, None, "binomial", None, tol=1e-8)
+    eff = out.effects[0].effect
+    assert np.all(np.isfinite(eff)) and eff[3] > 5 and eff[5] < -5
+    assert out.effects[0].tau is None
+
+
+def test_bad_input_errors():
+    X, factors, y = _data("binomial", q=(20,))
+    c = factors[0][0].copy()
+    c[17] = -1
+    with pytest.raises(DataError, match="row 17"):
+        fit_high_cardinality(X, [(c, 20)], y, None, None, "binomial", [1.0], names=["user"])
+    with pytest.raises(DataError, match="'user'"):
+        fit_high_cardinality(X, [(factors[0][0], 5)], y, None, None, "binomial", [1.0], names=["user"])
+    yb = y.copy()
+    yb[3] = np.nan
+    with pytest.raises(DataError):
+        fit_high_cardinality(X, factors, yb, None, None, "binomial", [1.0])
+    with pytest.raises(ModelError, match="positive"):
+        fit_high_cardinality(X, factors, y, None, None, "binomial", [-1.0])
+    with pytest.raises(ModelError):
+        fit_high_cardinality(X, factors, y, None, None, "gamma", [1.0])
+    with pytest.raises(DataError, match="weights"):
+        fit_high_cardinality(X, factors, y, -np.ones(len(y)), None, "binomial", [1.0])
