@@ -1,0 +1,157 @@
+"""The front door: ``glm(formula, data, ...)`` builds the design, ``.fit()`` dispatches.
+
+    >>> import impactglm as ig
+    >>> res = ig.glm("y ~ x1 + C(k)", data, family="binomial").fit()   # doctest: +SKIP
+
+Dispatch (docs/internals.md): a formula without ``^`` terms is fitted by IRLS
+(:func:`impactglm.irls.fit_irls`, R's glm.fit); ``^`` terms go to the re-encoding
+Newton solver (:mod:`impactglm.solver`); ``family="multinomial"`` to
+:mod:`impactglm.multinomial`.  The solver modules are imported inside ``fit`` so
+that this module works whichever of them is installed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .design import Design, build_design
+from .errors import ModelError
+from .families import Family, get_family
+from .formula import parse_formula
+from .results import GLMResults
+
+__all__ = ["glm", "GLM"]
+
+
+def _is_multinomial(family) -> bool:
+    return isinstance(family, str) and family.strip().lower() == "multinomial"
+
+
+def _check_prior(prior_sd, names: Sequence[str]):
+    """Check prior_sd against the ^ factors: "auto" (estimate), a positive number, None (no
+    prior), or one such entry per factor as a list or a dict by factor name.  The
+    solvers interpret it; this only catches names and lengths early, before any work."""
+    if isinstance(prior_sd, str):
+        if prior_sd != "auto":
+            raise ModelError(f"prior_sd must be 'auto', a number, a list or a dict, not {prior_sd!r}")
+        return prior_sd
+    if isinstance(prior_sd, Mapping):
+        keys = {str(k).lstrip("^"): v for k, v in prior_sd.items()}
+        unknown = sorted(set(keys) - set(names))
+        if unknown:
+            raise ModelError(f"prior_sd names {unknown} that are not ^ factors of the formula "
+                             f"(factors: {', '.join('^' + n for n in names) or 'none'})")
+        values = [keys.get(n) for n in names]
+    elif prior_sd is None or isinstance(prior_sd, numbers.Real):
+        values = [prior_sd] * len(names)
+    else:
+        values = list(prior_sd)
+        if len(values) != len(names):
+            raise ModelError(f"prior_sd has {len(values)} entries for {len(names)} ^ factors")
+    for n, v in zip(names, values):
+        if v is not None and not (isinstance(v, numbers.Real) and np.isfinite(v) and v > 0):
+            raise ModelError(f"prior_sd for ^{n} must be a positive number (or None for no "
+                             f"prior), got {v!r}")
+    return {n: v for n, v in zip(names, values)} if isinstance(prior_sd, Mapping) else (
+        values if not (prior_sd is None or isinstance(prior_sd, numbers.Real)) else prior_sd)
+
+
+class GLM:
+    """A GLM specification bound to data; ``fit()`` returns the results.
+
+    Attributes: ``formula`` (text), ``family`` (a Family, or "multinomial"),
+    ``design`` (the :class:`~impactglm.design.Design`, arrays only).
+    """
+
+    def __init__(self, formula: str, data, family: str | Family = "gaussian",
+                 link: str | None = None, weights=None, offset=None,
+                 prior_sd: Any = "auto", na_action: str = "drop"):
+        parsed = parse_formula(formula)
+        self.formula = parsed.text
+        if _is_multinomial(family):
+            if link not in (None, "logit"):
+                raise ModelError(f"the multinomial family uses the logit (softmax) link, not {link!r}")
+            self.family: Family | str = "multinomial"
+        else:
+            self.family = get_family(family, link)
+        self.design: Design = build_design(parsed, data, family=self.family, weights=weights,
+                                           offset=offset, na_action=na_action)
+        names = [f.name for f in self.design.factors]
+        self.prior_sd = _check_prior(prior_sd, names)
+        if isinstance(self.family, Family):
+            self.family.check_response(self.design.y, self.design.spec.response,
+                                       row_labels=self.design.row_labels)
+
+    def __repr__(self) -> str:
+        fam = self.family if isinstance(self.family, str) else repr(self.family)
+        return f"GLM({self.formula!r}, family={fam}, nobs={self.design.nobs})"
+
+    def fit(self, maxiter: int | None = None, tol: float | None = None, verbose: bool = False,
+            method: str = "reml"):
+        """Fit the model; ``maxiter``/``tol`` default to each solver's own defaults
+        (IRLS: 25 and 1e-8 on the relative deviance change, as R)."""
+        d = self.design
+        options = {k: v for k, v in (("maxiter", maxiter), ("tol", tol)) if v is not None}
+        if _is_multinomial(self.family):
+            return self._fit_multinomial(options, verbose, method)
+        if not d.factors:
+            from .irls import fit_irls
+
+            out = fit_irls(d.X, d.y, d.weights, d.offset, self.family,
+                           column_names=d.column_names, verbose=verbose, **options)
+            return GLMResults.from_fit(out, d, self.family, method="IRLS")
+        try:
+            from .solver import fit_high_cardinality
+        except ImportError as e:  # pragma: no cover - until solver.py exists
+            raise ModelError("^ terms need impactglm.solver, which is not available") from e
+        out = fit_high_cardinality(d.X, [(f.codes, f.n_levels) for f in d.factors], d.y,
+                                   d.weights, d.offset, self.family, self.prior_sd,
+                                   method=method, verbose=verbose,
+                                   names=[f.name for f in d.factors],
+                                   levels=[f.levels for f in d.factors],
+                                   counts=[f.counts for f in d.factors], **options)
+        out = dataclasses.replace(out, effects=_label_effects(out.effects, d))
+        return GLMResults.from_fit(out, d, self.family, method="re-encoding Newton")
+
+    def _fit_multinomial(self, options, verbose, method):
+        try:
+            from . import multinomial
+        except ImportError as e:  # pragma: no cover - until multinomial.py exists
+            raise ModelError("family='multinomial' needs impactglm.multinomial, which is not "
+                             "available") from e
+        d = self.design
+        results_cls = getattr(multinomial, "MultinomialResults", None)
+        if results_cls is None:
+            raise ModelError("family='multinomial': impactglm.multinomial has no results class yet")
+        out = multinomial.fit_multinomial(d.X, d.factors, d.y, len(d.spec.classes), d.weights,
+                                          None, self.prior_sd, verbose=verbose, **options)
+        return results_cls.from_fit(out, d)
+
+
+def _label_effects(effects, design: Design):
+    """Fill each FactorEffects' levels and counts from the Design's level tables."""
+    out = []
+    for e, f in zip(effects, design.factors):
+        levels = e.levels if e.levels is not None and len(e.levels) == f.n_levels else f.levels
+        counts = e.counts if e.counts is not None and len(e.counts) == f.n_levels else f.counts
+        out.append(dataclasses.replace(e, name=f.name, levels=levels, counts=counts))
+    return tuple(out)
+
+
+def glm(formula: str, data, family: str | Family = "gaussian", link: str | None = None,
+        weights=None, offset=None, prior_sd: Any = "auto", na_action: str = "drop") -> GLM:
+    """A GLM: ``glm("y ~ x + C(k) + ^user", df, family="binomial").fit()``.
+
+    ``family``: "gaussian", "binomial", "poisson", "gamma", "multinomial" or a Family
+    object; ``link`` overrides its link.  ``weights``/``offset``: column names or arrays
+    (binomial weights are the numbers of trials for proportion responses).
+    ``prior_sd``: prior sd tau of the ^ factors' level effects: "auto" (estimated by
+    empirical Bayes), one number, None (no prior), or a list (one per ^ factor) or a
+    dict by factor name of those.  ``na_action``: "drop" (R's na.omit) or "raise".  ``data`` is never
+    modified.
+    """
+    return GLM(formula, data, family=family, link=link, weights=weights, offset=offset,
+               prior_sd=prior_sd, na_action=na_action)
