@@ -20,6 +20,7 @@ Definitions (w prior weights, V the variance function, d the unit deviance):
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from functools import cached_property
 from typing import Any, Mapping
@@ -81,9 +82,11 @@ class GLMResults:
         d["_family"] = get_family(family)
         d["_spec"] = spec
         d["_stats"] = dict(stats)
-        d["_effects"] = tuple(effects)
+        d["_effects"] = tuple(_frozen_effects(e) for e in effects)
         d["_log"] = log.copy() if log is not None else pd.DataFrame()
-        d["_extra"] = {k: v for k, v in (extra or {}).items() if not isinstance(v, np.ndarray)}
+        d["_extra"] = {k: (v.item() if isinstance(v, np.generic) else v)
+                       for k, v in (extra or {}).items()
+                       if isinstance(v, (int, float, str, bool, np.generic)) or v is None}
         d["_training"] = None if training is None else {
             k: (v if k == "row_labels" else _frozen(v)) for k, v in training.items()}
         d["_last_unseen"] = {}
@@ -306,6 +309,22 @@ class GLMResults:
                           UnseenLevelWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ persistence
+    # ------------------------------------------------------------------ plots (impactglm.plots)
+    def plot_effects(self, name: str, **kwargs):
+        """Caterpillar plot of the level effects of ^name; see :func:`impactglm.plots.plot_effects`."""
+        from .plots import plot_effects
+        return plot_effects(self, name, **kwargs)
+
+    def plot_convergence(self, **kwargs):
+        """Gradient and objective per iteration; see :func:`impactglm.plots.plot_convergence`."""
+        from .plots import plot_convergence
+        return plot_convergence(self, **kwargs)
+
+    def plot_calibration(self, data, **kwargs):
+        """Binned calibration (binomial); see :func:`impactglm.plots.plot_calibration`."""
+        from .plots import plot_calibration
+        return plot_calibration(self, data, **kwargs)
+
     def save(self, path) -> None:
         """Save as plain files (JSON + npz, no pickle); read back with ``impactglm.load``."""
         from .serialize import save
@@ -406,6 +425,16 @@ class GLMResults:
         return (f"<GLMResults {self._family.name}/{self._family.link.name}: "
                 f"{len(self._names)} coefficients, {len(self._effects)} ^ factors, "
                 f"nobs={self.nobs}, deviance={self.deviance:.6g}>")
+
+
+def _frozen_effects(e: FactorEffects) -> FactorEffects:
+    """A copy of e whose arrays are read-only."""
+    arrays = {}
+    for key in ("levels", "counts", "effect", "se"):
+        a = np.array(getattr(e, key), copy=True)
+        a.flags.writeable = False
+        arrays[key] = a
+    return dataclasses.replace(e, **arrays)
 
 
 def _num(x) -> str:
