@@ -342,6 +342,13 @@ def _natural_order(uniques: np.ndarray) -> np.ndarray:
         return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
 
 
+def _small_range(s: pd.Series) -> bool:
+    """Integer values whose range is small enough for a counting pass (<= 4n + 2^16)."""
+    a = s.to_numpy()
+    span = int(a.max()) - int(a.min())
+    return span <= min(4 * len(a) + (1 << 16), 1 << 26)
+
+
 def factorize(values, name: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Level codes, level values and counts of a column, levels in natural order.
 
@@ -360,6 +367,17 @@ def factorize(values, name: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarra
         if not keep.all():
             remap = np.cumsum(keep) - 1
             codes, levels, counts = remap[codes], levels[keep], counts[keep]
+    elif s.dtype.kind in "iu" and len(s) and _small_range(s):
+        # integer ids: a counting pass over value - min, no hashing and no sort
+        a = s.to_numpy()
+        lo = a.min()
+        shifted = a - lo
+        full = np.bincount(shifted)
+        present = full > 0
+        remap = np.cumsum(present, dtype=np.int64) - 1
+        codes = remap[shifted]
+        levels = (np.flatnonzero(present) + lo).astype(a.dtype)
+        counts = full[present]
     else:
         raw, uniques = pd.factorize(s, sort=False)
         if isinstance(uniques, pd.Index) and not _is_numeric(uniques):
@@ -570,6 +588,11 @@ class ModelSpec:
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(self.fixed_design["column_names"])
+
+    @property
+    def has_intercept(self) -> bool:
+        """Whether the fixed design has Patsy's intercept column."""
+        return "Intercept" in self.fixed_design["column_names"]
 
     @property
     def success(self):

@@ -92,6 +92,20 @@ def test_fast_standardize_matches_patsy_on_chunks():
                                rtol=1e-12)
 
 
+def test_parsed_formula_input_and_quoted_names():
+    from impactglm.formula import parse_formula
+    df = make_data(30).rename(columns={"x": "odd name", "g": "my g"})
+    d = build_design("y ~ Q('odd name') + ^Q('my g')", df)
+    np.testing.assert_array_equal(d.X[:, 1], df["odd name"].to_numpy())
+    assert d.factors[0].name == "my g" and d.spec.has_intercept
+    # the LMM path: ^g read as (1|g)
+    p = parse_formula("y ~ Q('odd name') + ^h").random_as_high_cardinality()
+    d = build_design(p, df)
+    assert d.factors == () and [b.group for b in d.random] == ["h"]
+    np.testing.assert_array_equal(d.random[0].Z, np.ones((30, 1)))
+    assert not build_design("y ~ 0 + z", df).spec.has_intercept
+
+
 def test_response_expression():
     df = make_data()
     d = build_design("np.log(z) ~ x", df)
