@@ -658,7 +658,10 @@ class ModelSpec:
         factor gets code -1 and is counted in ``unseen``.  Rows with missing values in
         the columns used are dropped (``row_labels`` says which rows remain) unless
         ``na_action="raise"``.  ``offset``: needed when the model was fitted with an
-        offset array; a column-name offset is read from ``newdata``.
+        offset array; a column-name offset is read from ``newdata``.  With
+        ``response=True`` the response is encoded as at fit time when its column is in
+        ``newdata`` (rows with a missing response are then dropped too); otherwise
+        ``y`` is None.  ``weights`` holds the weights column when it is in ``newdata``.
         """
         return _transform(self, newdata, response, offset, na_action or self.na_action)
 
@@ -1151,7 +1154,12 @@ def _transform(spec: ModelSpec, newdata, response: bool, offset, na_action: str)
     cols = set(frame.columns)
     rand_cols = [c for c in _unique(rand_cols) if c in cols or c not in _NAMESPACE]
     resp_cols = [c for c in _unique(resp_cols) if c in cols or c not in _NAMESPACE]
-    for c in _unique(wanted):
+    if not set(resp_cols) <= cols:      # no response in the new data: y is None
+        response, resp_cols = False, []
+    required = rhs_cols + list(spec.factor_names) + rand_cols + resp_cols
+    if spec.offset_kind == "column" and offset is None:
+        required.append(spec.offset)
+    for c in _unique(required):
         if c not in cols and (c not in _NAMESPACE or c in spec.factor_names):
             raise ColumnNotFoundError(c, frame.columns)
 

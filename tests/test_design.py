@@ -356,6 +356,9 @@ def test_transform_response_and_offsets():
     np.testing.assert_array_equal(nd.y, d.y[:5])
     np.testing.assert_array_equal(nd.offset, df["off"].to_numpy()[:5])
 
+    nd = d.spec.transform(df.drop(columns=["s"]), response=True)   # no response column
+    assert nd.y is None and nd.X.shape == (40, 2)
+
     d = build_design("y ~ x", df, offset=df["off"].to_numpy())
     with pytest.raises(DataError, match="offset"):
         d.spec.transform(df)
