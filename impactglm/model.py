@@ -90,13 +90,20 @@ class GLM:
         return f"GLM({self.formula!r}, family={fam}, nobs={self.design.nobs})"
 
     def fit(self, maxiter: int | None = None, tol: float | None = None, verbose: bool = False,
-            method: str = "reml"):
+            method: str = "reml", holdout: float | None = None, seed: int | None = None):
         """Fit the model; ``maxiter``/``tol`` default to each solver's own defaults
-        (IRLS: 25 and 1e-8 on the relative deviance change, as R)."""
+        (IRLS: 25 and 1e-8 on the relative deviance change, as R).  ``holdout``/``seed``:
+        keep a random share of rows out and score them (multinomial models)."""
         d = self.design
         options = {k: v for k, v in (("maxiter", maxiter), ("tol", tol)) if v is not None}
         if _is_multinomial(self.family):
-            return self._fit_multinomial(options, verbose, method)
+            from .multinomial_results import fit_design
+
+            return fit_design(d, self.prior_sd, holdout=holdout, seed=seed, verbose=verbose,
+                              **options)
+        if holdout is not None:
+            raise ModelError("holdout= is available for family='multinomial' only; for other "
+                             "families fit on a split and use impactglm.evaluate()")
         if not d.factors:
             from .irls import fit_irls
 
@@ -115,20 +122,6 @@ class GLM:
                                    counts=[f.counts for f in d.factors], **options)
         out = dataclasses.replace(out, effects=_label_effects(out.effects, d))
         return GLMResults.from_fit(out, d, self.family, method="re-encoding Newton")
-
-    def _fit_multinomial(self, options, verbose, method):
-        try:
-            from . import multinomial
-        except ImportError as e:  # pragma: no cover - until multinomial.py exists
-            raise ModelError("family='multinomial' needs impactglm.multinomial, which is not "
-                             "available") from e
-        d = self.design
-        results_cls = getattr(multinomial, "MultinomialResults", None)
-        if results_cls is None:
-            raise ModelError("family='multinomial': impactglm.multinomial has no results class yet")
-        out = multinomial.fit_multinomial(d.X, d.factors, d.y, len(d.spec.classes), d.weights,
-                                          None, self.prior_sd, verbose=verbose, **options)
-        return results_cls.from_fit(out, d)
 
 
 def _label_effects(effects, design: Design):

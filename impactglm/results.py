@@ -309,6 +309,52 @@ class GLMResults:
                           UnseenLevelWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ persistence
+    def to_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(JSON-able metadata, named arrays) for :func:`impactglm.serialize.save`.
+
+        Coefficients and covariance go into the metadata (JSON floats round-trip
+        exactly); the per-level arrays of ^ factors into the arrays (the level values
+        themselves are in the spec).
+        """
+        meta = {"kind": "glm", "spec": self._spec.to_dict(),
+                "family": self._family.name, "link": self._family.link.name,
+                "column_names": list(self._names),
+                "params": [float(b) for b in self._params],
+                "cov": [[float(c) for c in row] for row in self._cov],
+                "stats": dict(self._stats),
+                "factors": [{"name": e.name, "tau": None if e.tau is None else float(e.tau),
+                             "edf": float(e.edf), "tau_estimated": bool(e.tau_estimated)}
+                            for e in self._effects],
+                "extra": dict(self._extra),
+                "log": self._log.to_dict(orient="list")}
+        arrays = {}
+        for k, e in enumerate(self._effects):
+            arrays[f"counts_{k}"] = np.asarray(e.counts, dtype=np.int64)
+            arrays[f"effect_{k}"] = np.asarray(e.effect, dtype=np.float64)
+            arrays[f"se_{k}"] = np.asarray(e.se, dtype=np.float64)
+        return meta, arrays
+
+    @classmethod
+    def from_dict(cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> "GLMResults":
+        """Inverse of :meth:`to_dict` (no training data: residuals are unavailable)."""
+        from .design import ModelSpec
+
+        spec = ModelSpec.from_dict(meta["spec"])
+        effects = tuple(
+            FactorEffects(name=f["name"], levels=spec.factor_levels[k],
+                          counts=arrays[f"counts_{k}"], effect=arrays[f"effect_{k}"],
+                          se=arrays[f"se_{k}"], tau=f["tau"], edf=f["edf"],
+                          tau_estimated=f["tau_estimated"])
+            for k, f in enumerate(meta["factors"]))
+        p = len(meta["params"])
+        stats = {k: (float(v) if isinstance(v, str) and k != "method" else v)
+                 for k, v in meta["stats"].items()}      # "nan"/"inf" strings back to floats
+        return cls(params=np.array(meta["params"], dtype=np.float64),
+                   cov=np.array(meta["cov"], dtype=np.float64).reshape(p, p),
+                   column_names=meta["column_names"],
+                   family=get_family(meta["family"], meta["link"]), spec=spec, stats=stats,
+                   effects=effects, log=pd.DataFrame(meta["log"]), extra=meta["extra"])
+
     # ------------------------------------------------------------------ plots (impactglm.plots)
     def plot_effects(self, name: str, **kwargs):
         """Caterpillar plot of the level effects of ^name; see :func:`impactglm.plots.plot_effects`."""

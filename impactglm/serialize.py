@@ -7,7 +7,8 @@ factors, ``model.npz`` beside it (per factor: counts, effects, standard errors;
 the level values themselves are in the spec).  Python's ``json`` writes floats
 with ``repr``, so coefficients round-trip bit for bit, and ``load`` rebuilds a
 results object whose ``predict`` gives identical numbers.  A loaded model has no
-training data, hence no residuals or fitted values.
+training data, hence no residuals or fitted values.  Non-finite floats in the metadata
+are written as the strings "nan"/"inf" (JSON has no NaN).
 """
 from __future__ import annotations
 
@@ -19,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from .errors import DataError, ImpactGLMError
-from .fitoutput import FactorEffects
 
-__all__ = ["save", "load", "FORMAT_VERSION"]
+__all__ = ["save", "load", "FORMAT_VERSION", "KINDS"]
 
 FORMAT_VERSION = 1
 
@@ -51,10 +50,6 @@ def _jsonable(v: Any):
     return repr(v)
 
 
-def _float(v) -> float:
-    return float(v)       # float("nan"), float("inf") read back the strings _jsonable wrote
-
-
 def _write_atomic(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -66,53 +61,49 @@ def _write_atomic(path: Path, write) -> None:
             os.remove(tmp)
 
 
-def save(results, path: str | os.PathLike) -> list[Path]:
-    """Write ``results`` (a GLMResults) to ``path`` (JSON) and, with ^ factors, its .npz.
+# kind -> (module, class); each class has to_dict() -> (meta, arrays) and
+# from_dict(meta, arrays) -> results
+KINDS = {"glm": ("impactglm.results", "GLMResults"),
+         "multinomial": ("impactglm.multinomial_results", "MultinomialResults")}
 
+
+def _results_class(kind: str):
+    import importlib
+
+    if kind not in KINDS:
+        raise DataError(f"unknown kind of saved model {kind!r} (known: {', '.join(KINDS)})")
+    module, name = KINDS[kind]
+    return getattr(importlib.import_module(module), name)
+
+
+def save(results, path: str | os.PathLike) -> list[Path]:
+    """Write ``results`` to ``path`` (JSON) and, when it has arrays, ``<path stem>.npz``.
+
+    ``results`` is any results class registered in :data:`KINDS` (GLMResults,
+    MultinomialResults): its ``to_dict()`` gives (JSON-able metadata, named arrays).
     Returns the paths written.
     """
-    from .results import GLMResults
-
-    if not isinstance(results, GLMResults):
-        raise ImpactGLMError(f"save() takes GLMResults, not {type(results).__name__}")
+    to_dict = getattr(results, "to_dict", None)
+    if to_dict is None:
+        raise ImpactGLMError(f"save() takes a fitted impactglm model, not {type(results).__name__}")
+    meta, arrays = to_dict()
+    if meta.get("kind") not in KINDS:
+        raise ImpactGLMError(f"cannot save a model of kind {meta.get('kind')!r}")
     path = Path(path)
-    spec = results.spec
-    effects = results.factor_effects
-    for e, lv in zip(effects, spec.factor_levels):
-        if len(e.levels) != len(lv):
-            raise DataError(f"^{e.name}: {len(e.levels)} effects but {len(lv)} levels in the spec")
-    meta = {
-        "format": "impactglm", "format_version": FORMAT_VERSION, "kind": "GLMResults",
-        "spec": spec.to_dict(),
-        "family": results.family.name, "link": results.family.link.name,
-        "column_names": list(results.params.index),
-        "params": [float(b) for b in results.params.to_numpy()],
-        "cov": [[float(c) for c in row] for row in results.cov_params().to_numpy()],
-        "stats": _jsonable(results._stats),
-        "factors": [{"name": e.name, "tau": None if e.tau is None else float(e.tau),
-                     "edf": float(e.edf), "tau_estimated": bool(e.tau_estimated)}
-                    for e in effects],
-        "extra": _jsonable(results._extra),
-        "log": _jsonable(results.iteration_log.to_dict(orient="list")),
-        "arrays": None,
-    }
+    doc = {"format": "impactglm", "format_version": FORMAT_VERSION, **_jsonable(meta),
+           "arrays": None}
     written = []
-    if effects:
+    if arrays:
         npz = _npz_path(path)
-        arrays = {}
-        for k, e in enumerate(effects):
-            arrays[f"counts_{k}"] = np.asarray(e.counts, dtype=np.int64)
-            arrays[f"effect_{k}"] = np.asarray(e.effect, dtype=np.float64)
-            arrays[f"se_{k}"] = np.asarray(e.se, dtype=np.float64)
-        meta["arrays"] = npz.name
+        doc["arrays"] = npz.name
 
         def write_npz(tmp):
             with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
+                np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
 
         _write_atomic(npz, write_npz)
         written.append(npz)
-    text = json.dumps(meta, indent=1, allow_nan=False)
+    text = json.dumps(doc, indent=1, allow_nan=False)
     _write_atomic(path, lambda tmp: Path(tmp).write_text(text))
     written.insert(0, path)
     return written
@@ -120,10 +111,6 @@ def save(results, path: str | os.PathLike) -> list[Path]:
 
 def load(path: str | os.PathLike):
     """Read a model written by :func:`save` (never unpickles anything)."""
-    from .design import ModelSpec
-    from .families import get_family
-    from .results import GLMResults
-
     path = Path(path)
     try:
         meta = json.loads(path.read_text())
@@ -136,34 +123,15 @@ def load(path: str | os.PathLike):
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise DataError(f"{str(path)!r} was written by a newer impactglm "
                         f"(format {meta['format_version']} > {FORMAT_VERSION})")
-    if meta.get("kind") != "GLMResults":
-        raise DataError(f"{str(path)!r} holds a {meta.get('kind')!r} model, which load() "
-                        "cannot read")
-    spec = ModelSpec.from_dict(meta["spec"])
-    effects = ()
-    if meta["factors"]:
+    cls = _results_class(meta.get("kind"))
+    arrays = {}
+    if meta.get("arrays"):
         npz = path.with_name(meta["arrays"])
         try:
             with np.load(npz, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except FileNotFoundError:
-            raise DataError(f"the level effects of {str(path)!r} are missing: {str(npz)!r}") \
-                from None
-        effects = tuple(
-            FactorEffects(name=f["name"], levels=spec.factor_levels[k],
-                          counts=arrays[f"counts_{k}"], effect=arrays[f"effect_{k}"],
-                          se=arrays[f"se_{k}"], tau=f["tau"], edf=f["edf"],
-                          tau_estimated=f["tau_estimated"])
-            for k, f in enumerate(meta["factors"]))
-    stats = dict(meta["stats"])
-    for key in ("deviance", "null_deviance", "pearson_chi2", "scale", "llf", "aic", "bic",
-                "df_model", "df_resid"):
-        if key in stats:
-            stats[key] = _float(stats[key])
-    return GLMResults(params=np.array(meta["params"], dtype=np.float64),
-                      cov=np.array(meta["cov"], dtype=np.float64).reshape(
-                          len(meta["params"]), len(meta["params"])),
-                      column_names=meta["column_names"],
-                      family=get_family(meta["family"], meta["link"]), spec=spec, stats=stats,
-                      effects=effects, log=pd.DataFrame(meta["log"]), extra=meta["extra"],
-                      training=None)
+            raise DataError(f"the arrays of {str(path)!r} are missing: {str(npz)!r}") from None
+        except ValueError as e:
+            raise DataError(f"{str(npz)!r} is not a plain-array .npz file ({e})") from None
+    return cls.from_dict(meta, arrays)
