@@ -18,6 +18,7 @@ when it is a terminal and ``--quiet`` is not given.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import re
 import shutil
@@ -34,7 +35,8 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .errors import ColumnNotFoundError, DataError, FormulaError, ImpactGLMError
+from .errors import (ColumnNotFoundError, DataError, FormulaError, ImpactGLMError,
+                     UnseenLevelWarning)
 from .formula import parse_formula
 from .io import (OutputExistsError, check_input, check_writable, columns_in_formula,
                  file_columns, read_table, write_table)
@@ -208,12 +210,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.offset:
         kwargs["offset"] = args.offset
     model = glm(args.formula, data, **kwargs)
+    accepted = inspect.signature(model.fit).parameters
     fit_kwargs: dict[str, Any] = {}
     if args.holdout is not None:
+        if "holdout" not in accepted:
+            raise ImpactGLMError(f"--holdout is not available for the {family} family")
         fit_kwargs["holdout"] = args.holdout
-    if args.seed is not None:
-        fit_kwargs["seed"] = args.seed
-    with _ticker("fitting", args.quiet):
+        if args.seed is not None:
+            fit_kwargs["seed"] = args.seed
+    with _progress("fitting", args.quiet, "callback" in accepted) as callback:
+        if callback is not None:
+            fit_kwargs["callback"] = callback
         res = model.fit(**fit_kwargs)
     timer.lap("fit")
     print(res.summary())
@@ -444,7 +451,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     header = file_columns(args.data, args.sep)
     _rhs_columns(formula, header)            # every predictor must be in the file
     factors = [c for c in factor_columns(formula) if c in header]
-    response = parse_formula(formula).response
+    spec = getattr(res, "spec", None)
+    response = getattr(spec, "response_column", None) or parse_formula(formula).response
     data = read_table(args.data, sep=args.sep, categorical=factors, progress=not args.quiet,
                       strings_as_categorical=True)
     timer.lap("read")
@@ -455,7 +463,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     write_table(out, args.out, force=args.force)
     timer.lap("write")
     print(f"scored {len(data):,} rows of {args.data} -> {args.out}")
-    _print_unseen(res)
     if response in data.columns:
         _print_metrics(res, data)
     _note(args, f"times: {timer.format()}")
@@ -483,19 +490,24 @@ def score_frame(res: Any, data: pd.DataFrame) -> pd.DataFrame:
     classes = _classes(res)
     family = _family_of(res)
     if classes is not None or family == "multinomial":
-        proba = res.predict(data)
-        proba = pd.DataFrame(proba)
-        labels = list(proba.columns) if classes is None else classes
-        out = pd.DataFrame({f"prob_{_label(c)}": proba.iloc[:, j].to_numpy()
-                            for j, c in enumerate(labels)}, index=data.index)
-        chosen = res.predict(data, which="class")
-        out["predicted"] = np.asarray(chosen)
-        return out
-    mean = np.asarray(res.predict(data, which="mean"), dtype=float)
+        proba = pd.DataFrame(res.predict(data))
+        labels = list(proba.columns)
+        values = proba.to_numpy(dtype=float)
+        out = pd.DataFrame({f"prob_{_label(c)}": values[:, j] for j, c in enumerate(labels)},
+                           index=proba.index)
+        # the most likely class (first on ties, as predict(which="class")), without a
+        # second pass over the data
+        out["predicted"] = np.asarray(labels)[np.argmax(values, axis=1)]
+        return out.reindex(data.index)        # rows dropped for missing values: empty
+    mean = pd.Series(res.predict(data, which="mean"))
     if family == "binomial":
-        return pd.DataFrame({"prob": mean, "predicted": (mean >= 0.5).astype(np.int8)},
-                            index=data.index)
-    return pd.DataFrame({"predicted_mean": mean}, index=data.index)
+        info = getattr(getattr(res, "spec", None), "response_info", None) or {}
+        success, failure = info.get("success", 1), info.get("failure", 0)
+        chosen = np.where(mean.to_numpy() >= 0.5, success, failure)
+        out = pd.DataFrame({"prob": mean.to_numpy(), "predicted": chosen}, index=mean.index)
+    else:
+        out = pd.DataFrame({"predicted_mean": mean.to_numpy()}, index=mean.index)
+    return out.reindex(data.index)
 
 
 def _label(c: Any) -> str:
@@ -519,21 +531,13 @@ def _join_unique(predictions: pd.DataFrame, data: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([predictions.reset_index(drop=True), data.reset_index(drop=True)], axis=1)
 
 
-def _print_unseen(res: Any) -> None:
-    unseen = getattr(res, "last_unseen", None)
-    if not unseen:
-        return
-    items = unseen.items() if isinstance(unseen, dict) else unseen
-    parts = [f"{name}: {int(n):,}" for name, n in items if int(n)]
-    if parts:
-        print("rows with levels unseen in training (given effect 0): " + ", ".join(parts))
-
-
 def _print_metrics(res: Any, data: pd.DataFrame) -> None:
     from .evaluate import evaluate
 
-    metrics = evaluate(res, data)
-    print(_format_metrics(metrics))
+    with warnings.catch_warnings():      # unseen levels were reported by the scoring
+        warnings.simplefilter("ignore", UnseenLevelWarning)
+        metrics = evaluate(res, data)
+    print(f"on these rows: {_format_metrics(metrics)}")
 
 
 def _format_metrics(metrics: Any) -> str:
@@ -545,7 +549,7 @@ def _format_metrics(metrics: Any) -> str:
         if value is not None and not (label == "log-loss" and any("log-loss" in p for p in parts)):
             parts.append(f"{label} {value:,.6g}" if isinstance(value, (int, float, np.number))
                          else f"{label} {value}")
-    return "holdout metrics: " + ", ".join(parts) if parts else str(metrics)
+    return ", ".join(parts) if parts else str(metrics)
 
 
 # --------------------------------------------------------------------------- summary
@@ -587,6 +591,34 @@ class _Timer:
 
     def format(self) -> str:
         return ", ".join(f"{k} {v:.1f} s" for k, v in self.laps.items())
+
+
+@contextmanager
+def _progress(desc: str, quiet: bool, iterations: bool):
+    """A per-iteration bar (when the fit takes a callback) or an elapsed-time ticker.
+
+    Yields the callback to pass to ``fit`` (None when there is nothing to report to).
+    The callback receives the solver's iteration-log row (a dict with ``iteration``
+    and, when known, ``max_grad``).
+    """
+    if quiet or not _stderr_is_terminal() or not iterations:
+        with _ticker(desc, quiet):
+            yield None
+        return
+    from tqdm.auto import tqdm
+    bar = tqdm(total=None, desc=desc, unit=" it", file=sys.stderr, leave=False)
+
+    def callback(row: Any) -> None:
+        info = row if isinstance(row, dict) else {}
+        grad = info.get("max_grad")
+        if grad is not None:
+            bar.set_postfix_str(f"max|grad| {float(grad):.2e}", refresh=False)
+        bar.update(1)
+
+    try:
+        yield callback
+    finally:
+        bar.close()
 
 
 @contextmanager
