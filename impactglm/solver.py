@@ -157,49 +157,66 @@ class LevelProblem:
 
     ``gidx[i, k]`` is the global index of row i's level of factor k in the
     concatenated effect vector (factor k occupies ``starts[k]:starts[k+1]``).
+    Large problems are stored with the rows sorted by the factor with the most levels
+    (``perm``: stored row i is caller row perm[i]) so that its gathers and sums stream
+    through memory; constant X, unit weights and zero offset are stored as single rows.
     """
+
+    SORT_MIN_ROWS = 50_000
 
     def __init__(self, X, factors, y, weights, offset, family: Family, *, names=None,
                  n_threads: int | None = None):
         self.family = family
         self.fam = int(family.code)
         self.link = int(family.link.code)
-        y = np.asarray(y, dtype=np.float64)
-        n = y.shape[0]
+        y_in = np.asarray(y)
+        n = y_in.shape[0] if y_in.ndim else 0
         self.n = n
         self.names = list(names) if names is not None else [f"factor{k}" for k in range(len(factors))]
         if X is None:
-            X = np.ones((n, 1))
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[0] != n:
-            raise DataError(f"X must be an (n, p) matrix with n = {n} rows, got shape {X.shape}")
-        if not np.all(np.isfinite(X)):
-            r, c = np.argwhere(~np.isfinite(X))[0]
-            raise DataError(f"X has a non-finite value in row {int(r)}, column {int(c)}")
-        self.X = np.ascontiguousarray(X)
-        self.p = X.shape[1]
-        self.y = _as_float_vector(y, n, "y", 0.0)
-        self.pw = _as_float_vector(weights, n, "weights", 1.0)
-        if np.any(self.pw < 0):
-            raise DataError(f"weights must be non-negative; row {int(np.flatnonzero(self.pw < 0)[0])} is negative")
-        self.offset = _as_float_vector(offset, n, "offset", 0.0)
-        family.check_response(self.y, "y")
+            X = np.ones((1, 1))
+        else:
+            X = np.asarray(X, dtype=np.float64)
+            if X.ndim != 2 or X.shape[0] != n:
+                raise DataError(f"X must be an (n, p) matrix with n = {n} rows, got shape {X.shape}")
+            if not np.all(np.isfinite(X)):
+                r, c = np.argwhere(~np.isfinite(X))[0]
+                raise DataError(f"X has a non-finite value in row {int(r)}, column {int(c)}")
+        y = _as_float_vector(y_in, n, "y", 0.0)
+        family.check_response(y, "y")
+        pw = np.ones(1) if weights is None else _as_float_vector(weights, n, "weights", 1.0)
+        if np.any(pw < 0):
+            raise DataError(f"weights must be non-negative; row {int(np.flatnonzero(pw < 0)[0])} is negative")
+        off = np.zeros(1) if offset is None else _as_float_vector(offset, n, "offset", 0.0)
         facs = _check_factors(factors, n, self.names)
         self.K = len(facs)
         self.q = np.array([q for _, q in facs], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.q)]).astype(np.int64)
         self.Q = int(self.starts[-1])
+        self.p = X.shape[1]
+        # sort the rows by the largest factor
+        k_sort = int(np.argmax(self.q))
+        if n >= self.SORT_MIN_ROWS:
+            c0 = np.ascontiguousarray(facs[k_sort][0], dtype=np.int32 if self.q[k_sort] < 2 ** 31 else np.int64)
+            self.perm = KL.counting_sort(c0, int(self.q[k_sort]))
+        else:
+            self.perm = np.empty(0, dtype=np.int64)
+        self.X = self._take(X)
+        self.y = self._take(y)
+        self.pw = self._take(pw)
+        self.offset = self._take(off)
         gidx = np.empty((n, self.K), dtype=np.int32 if self.Q < 2 ** 31 else np.int64)
         for k, (codes, _) in enumerate(facs):
-            gidx[:, k] = codes
+            col = self._take(np.ascontiguousarray(codes)) if len(self.perm) else codes
+            gidx[:, k] = col
             gidx[:, k] += self.starts[k]
         self.gidx = gidx
         self.T = int(n_threads or numba.get_num_threads())
         if n < 20000:
             self.T = 1
         T, Q, p = self.T, self.Q, self.p
-        self.accG = np.empty((T, Q))
-        self.accW = np.empty((T, Q))
+        self.accGW = np.empty((T, Q, 2))
+        self.accA = np.empty((T, Q))
         self.accXr = np.empty((T, p))
         self.accXd = np.empty((T, p))
         self.accDev = np.empty(T)
@@ -207,8 +224,31 @@ class LevelProblem:
         self.m = p + self.K * _J
         self.accH = np.empty((T, self.m, self.m))
         self.L = np.zeros((Q, _J))
-        # level of each global index -> factor
-        self.factor_of = np.repeat(np.arange(self.K), self.q)
+
+    def _take(self, v: np.ndarray) -> np.ndarray:
+        """v in stored row order (broadcast rows stay as they are)."""
+        if v.shape[0] == 1 and self.n != 1:
+            return np.ascontiguousarray(v)
+        if len(self.perm) == 0:
+            return np.ascontiguousarray(v)
+        if v.ndim == 1:
+            out = np.empty(self.n, dtype=v.dtype)
+            KL.gather_rows(np.ascontiguousarray(v), self.perm, out)
+            return out
+        return np.ascontiguousarray(v[self.perm])
+
+    # -- views for other modules ---------------------------------------------------------
+    def original_arrays(self):
+        """(X (n, p), y, pw, offset) as full arrays in stored row order."""
+        n = self.n
+        X = np.broadcast_to(self.X, (n, self.p)) if self.X.shape[0] == 1 else self.X
+        pw = np.broadcast_to(self.pw, (n,)) if self.pw.shape[0] == 1 else self.pw
+        off = np.broadcast_to(self.offset, (n,)) if self.offset.shape[0] == 1 else self.offset
+        return np.ascontiguousarray(X), self.y, np.ascontiguousarray(pw), np.ascontiguousarray(off)
+
+    def factor_codes(self):
+        """[(codes 0..q_k-1 in stored row order, q_k)] per factor."""
+        return [(self.gidx[:, k] - self.starts[k], int(self.q[k])) for k in range(self.K)]
 
     # -- passes ------------------------------------------------------------------------
     def evaluate(self, st: State, lam_l: np.ndarray, inv_phi: float) -> None:
@@ -217,7 +257,7 @@ class LevelProblem:
             st.G, st.W = np.empty(self.Q), np.empty(self.Q)
             st.Xr, st.Xd = np.empty(self.p), np.empty(self.p)
         dev = KL.row_pass(self.X, st.beta, self.offset, self.gidx, st.a, self.y, self.pw,
-                          self.fam, self.link, inv_phi, self.accG, self.accW, self.accXr,
+                          self.fam, self.link, inv_phi, self.accGW, self.accXr,
                           self.accXd, self.accDev, self.w, True, st.G, st.W, st.Xr, st.Xd)
         st.dev = float(dev)
         st.f = 0.5 * st.dev * inv_phi + 0.5 * float(np.dot(lam_l * st.a, st.a))
@@ -225,28 +265,36 @@ class LevelProblem:
 
     def reduced_hessian(self, L: np.ndarray) -> np.ndarray:
         """D'WD for D = [X | L[gidx[:,0]] | ... ] at the stored weights (light pass)."""
-        H = np.empty((self.m, self.m))
-        KL.hess_pass(self.X, self.gidx, self.w, L, self.accH, H)
+        m = self.p + self.K * L.shape[1]
+        H = np.empty((m, m))
+        acc = self.accH if m == self.m else np.empty((self.T, m, m))
+        KL.hess_pass(self.X, self.gidx, self.w, L, acc, H)
         return H
 
     def hv(self, vb: np.ndarray, va: np.ndarray, lam_l: np.ndarray):
         """Penalised Hessian-vector product at the stored weights: (H v)_beta, (H v)_a."""
         outA = np.empty(self.Q)
         outX = np.empty(self.p)
-        KL.hv_pass(self.X, self.gidx, self.w, vb, va, self.accG, self.accXr, outA, outX)
+        KL.hv_pass(self.X, self.gidx, self.w, vb, va, self.accA, self.accXr, outA, outX)
         return outX, outA + lam_l * va
+
+    def level_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sum pw y, sum pw) per global level."""
+        wy, w = np.empty(self.Q), np.empty(self.Q)
+        KL.level_sums(self.gidx, self.y, self.pw, wy, w)
+        return wy, w
+
+    def eta_mu(self, st: State) -> tuple[np.ndarray, np.ndarray]:
+        """eta and mu in the caller's row order."""
+        eta, mu = np.empty(self.n), np.empty(self.n)
+        KL.eta_pass(self.X, st.beta, self.offset, self.gidx, st.a, self.y, self.pw, self.fam,
+                    self.link, self.perm, eta, mu)
+        return eta, mu
 
     # -- helpers -------------------------------------------------------------------------
     def expand(self, per_factor: np.ndarray) -> np.ndarray:
         """Per-factor values -> one value per global level."""
         return np.repeat(np.asarray(per_factor, dtype=np.float64), self.q)
-
-    def sums_by_level(self, v: np.ndarray) -> np.ndarray:
-        """sum_{i in l} v_i for every global level l."""
-        out = np.zeros(self.Q)
-        for k in range(self.K):
-            out += np.bincount(self.gidx[:, k], weights=v, minlength=self.Q)
-        return out
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -255,23 +303,22 @@ def _start(prob: LevelProblem, taus, inv_phi: float) -> State:
     """Start: beta at the grand value (through a constant column of X if any), a = the
     smoothed Bayesian impact codes of every factor."""
     fam = prob.family
-    pw, y = prob.pw, prob.y
-    sw = float(pw.sum())
-    grand = float(np.dot(pw, y) / sw) if sw > 0 else float(np.mean(y))
+    swy, swl = prob.level_sums()
+    k0 = slice(prob.starts[0], prob.starts[1])
+    sw = float(swl[k0].sum())
+    grand = float(swy[k0].sum() / sw) if sw > 0 else float(np.mean(prob.y))
     grand = float(np.clip(fam.initial_mu(np.array([grand]), np.array([max(sw, 1.0)]))[0], 1e-6, np.inf))
     if fam.name == "binomial":
         grand = min(max(grand, 1e-6), 1 - 1e-6)
     if fam.name == "gaussian" and fam.link.name == "identity":
-        grand = float(np.dot(pw, y) / sw) if sw > 0 else 0.0
+        grand = float(swy[k0].sum() / sw) if sw > 0 else 0.0
     eta_bar = float(fam.link.link(np.array([grand]))[0])
     beta = np.zeros(prob.p)
-    const = [j for j in range(prob.p) if np.all(prob.X[:, j] == prob.X[0, j]) and prob.X[0, j] != 0]
+    const = [j for j in range(prob.p) if prob.X[0, j] != 0 and np.all(prob.X[:, j] == prob.X[0, j])]
     a = np.zeros(prob.Q)
     if const:
         j = const[0]
         beta[j] = (eta_bar - float(np.mean(prob.offset))) / prob.X[0, j]
-        swy = prob.sums_by_level(pw * y)
-        swl = prob.sums_by_level(pw)
         for k in range(prob.K):
             sl = slice(prob.starts[k], prob.starts[k + 1])
             kappa = encoding.prior_pseudo_weight(grand, taus[k], fam, NO_PRIOR_RIDGE, 1.0 / inv_phi)
@@ -391,11 +438,13 @@ def _posterior(prob: LevelProblem, st: State, lam_l: np.ndarray):
     """(cov_beta, se of every level, exact?) at the mode; see the module docstring."""
     p, Q = prob.p, prob.Q
     Dd = st.W + lam_l
-    if prob.K > 1 and p + Q - int(prob.q.max()) <= EXACT_DENSE_LIMIT:
-        return _posterior_exact(prob, Dd)
+    if prob.K > 1:
+        parts = level_schur(prob, Dd, include_beta=True)
+        if parts is not None:
+            return _posterior_exact(prob, Dd, *parts)
     B = np.empty((Q, p))
     KL.level_xw_pass(prob.X, prob.gidx, prob.w, B)
-    A = prob.X.T @ (prob.X * prob.w[:, None])
+    A = prob.reduced_hessian(np.zeros((Q, 0)))             # X'WX
     if prob.K == 1:
         DinvB = B / Dd[:, None]
     else:
@@ -411,50 +460,69 @@ def _posterior(prob: LevelProblem, st: State, lam_l: np.ndarray):
     return cov, np.sqrt(np.maximum(var, 0.0)), prob.K == 1
 
 
-def _posterior_exact(prob: LevelProblem, Dd: np.ndarray):
-    """Exact diag(H^-1) and beta block for K >= 2 when the non-largest part is small.
+def level_schur(prob: LevelProblem, Dd: np.ndarray, include_beta: bool = True):
+    """Eliminate the largest factor (diagonal block D1) from the penalised Hessian.
 
-    Order the parameters as (largest factor 1, rest R = [beta, other factors]).  The
-    factor-1 block D1 is diagonal, so with C = Z1'W Z_R (sparse) the Schur complement
-    S = H_RR - C' D1^-1 C is small and dense; H^-1 restricted to R is S^-1 (exact
-    cov_beta and other-factor variances) and, for a level l of factor 1,
-    [H^-1]_ll = 1/D1_l + c_l' S^-1 c_l / D1_l^2 with c_l the l-th row of C.
+    Parameters are ordered (largest factor 1, rest R = [beta (if include_beta), other
+    factors]).  With C = Z1'W Z_R (sparse, from the stored weights) the Schur complement
+    is S = H_RR - C' D1^-1 C (dense, small).  Returns (S, D1, C, rest_idx) -- or (S, D1)
+    when include_beta is False -- or None when R has more than EXACT_DENSE_LIMIT columns.
     """
     import scipy.sparse as sp
-    n, p = prob.n, prob.p
+    n = prob.n
+    p = prob.p if include_beta else 0
     k1 = int(np.argmax(prob.q))
-    s1 = slice(int(prob.starts[k1]), int(prob.starts[k1 + 1]))
     others = [k for k in range(prob.K) if k != k1]
-    rest_idx = np.concatenate([np.arange(prob.starts[k], prob.starts[k + 1]) for k in others])
+    rest_idx = (np.concatenate([np.arange(prob.starts[k], prob.starts[k + 1]) for k in others])
+                if others else np.zeros(0, dtype=np.int64))
     s = p + rest_idx.size
-    # column of each row's level in R (other factors), in the order of rest_idx
+    if s > EXACT_DENSE_LIMIT or s == 0:
+        return None
     pos = np.empty(prob.Q, dtype=np.int64)
     pos[rest_idx] = p + np.arange(rest_idx.size)
-    rows = np.repeat(np.arange(n), p + len(others))
-    cols = np.concatenate([np.tile(np.arange(p), (n, 1))] +
-                          [pos[prob.gidx[:, k]][:, None] for k in others], axis=1).ravel()
-    vals = np.concatenate([prob.X] + [np.ones((n, 1))] * len(others), axis=1).ravel()
+    ncol = p + len(others)
+    rows = np.repeat(np.arange(n), ncol)
+    parts_c, parts_v = [], []
+    if p:
+        parts_c.append(np.tile(np.arange(p), (n, 1)))
+        parts_v.append(np.broadcast_to(prob.X, (n, p)) if prob.X.shape[0] == 1 else prob.X)
+    for k in others:
+        parts_c.append(pos[prob.gidx[:, k]][:, None])
+        parts_v.append(np.ones((n, 1)))
+    cols = np.concatenate(parts_c, axis=1).ravel()
+    vals = np.concatenate(parts_v, axis=1).ravel()
     ZR = sp.csr_matrix((vals, (rows, cols)), shape=(n, s))
     WZR = sp.diags(prob.w) @ ZR
     H_RR = (ZR.T @ WZR).toarray()
-    Z1 = sp.csr_matrix((np.ones(n), (np.arange(n), prob.gidx[:, k1] - prob.starts[k1])),
-                       shape=(n, int(prob.q[k1])))
-    C = (Z1.T @ WZR).tocsr()                      # (q1, s)
-    D1 = Dd[s1]
-    # H_RR diagonal for levels: Dd already includes their prior precision and W
-    H_RR[p:, p:][np.diag_indices(rest_idx.size)] = Dd[rest_idx]
+    q1 = int(prob.q[k1])
+    Z1 = sp.csr_matrix((np.ones(n), (np.arange(n), prob.gidx[:, k1] - prob.starts[k1])), shape=(n, q1))
+    C = (Z1.T @ WZR).tocsr()
+    D1 = Dd[prob.starts[k1]:prob.starts[k1 + 1]]
+    H_RR[np.arange(p, s), np.arange(p, s)] = Dd[rest_idx]
     S = H_RR - (C.T @ sp.diags(1.0 / D1) @ C).toarray()
     S = 0.5 * (S + S.T)
+    if not include_beta:
+        return S, D1
+    return S, D1, C, rest_idx
+
+
+def _posterior_exact(prob: LevelProblem, Dd: np.ndarray, S, D1, C, rest_idx):
+    """Exact diag(H^-1) and beta block from :func:`level_schur`: H^-1 restricted to R is
+    S^-1 and, for a level l of the largest factor, [H^-1]_ll = 1/D1_l + c_l' S^-1 c_l / D1_l^2
+    with c_l the l-th row of C."""
+    p = prob.p
+    k1 = int(np.argmax(prob.q))
     Sinv = linalg.inv(S)
     Sinv = 0.5 * (Sinv + Sinv.T)
     var = np.empty(prob.Q)
     var[rest_idx] = np.diag(Sinv)[p:]
-    corr = np.empty(int(prob.q[k1]))
+    corr = np.empty(D1.size)
+    s = S.shape[0]
     step = max(1, int(2e7 // max(s, 1)))
     for lo in range(0, corr.size, step):
         Cb = C[lo:lo + step]
         corr[lo:lo + step] = np.asarray(Cb.multiply(Cb @ Sinv).sum(axis=1)).ravel()
-    var[s1] = 1.0 / D1 + corr / D1 ** 2
+    var[prob.starts[k1]:prob.starts[k1 + 1]] = 1.0 / D1 + corr / D1 ** 2
     return Sinv[:p, :p].copy(), np.sqrt(np.maximum(var, 0.0)), True
 
 
@@ -488,8 +556,7 @@ def _solve_levels(prob: LevelProblem, rhs: np.ndarray, lam_l: np.ndarray, Dd: np
 def _separated_levels(prob: LevelProblem) -> np.ndarray:
     """Per factor: number of levels whose rows all sit on the boundary (y all 0 / all 1)."""
     fam = prob.family.name
-    sw = prob.sums_by_level(prob.pw)
-    swy = prob.sums_by_level(prob.pw * prob.y)
+    swy, sw = prob.level_sums()
     if fam == "binomial":
         sep = (swy <= 1e-12 * np.maximum(sw, 1)) | (swy >= sw * (1 - 1e-12))
     elif fam == "poisson":
@@ -552,6 +619,7 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
     prob = LevelProblem(X, factors, y, weights, offset, fam, names=names)
     tau_estimated = isinstance(prior_sd, str)
     extra: dict = {}
+    warm = None
     if tau_estimated:
         if prior_sd != "auto":
             raise ModelError(f"prior_sd must be 'auto', a number, a list or a dict, not {prior_sd!r}")
@@ -562,6 +630,7 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
             scale = est.scale
         extra["tau_criterion"] = est.criterion
         extra["tau_evaluations"] = est.n_evaluations
+        warm = est.state
     else:
         taus, _ = _prior_precisions(prior_sd, K, names)
     taus_checked, lam = _prior_precisions(taus, K, names)
@@ -593,22 +662,24 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
                 break
     else:
         phi = 1.0
-        st = solve_mode(prob, taus_checked, lam_l, 1.0, tol=tol, maxiter=maxiter, verbose=verbose, t0=t0)
+        if warm is not None:
+            warm.G = None
+            warm.log = []
+        st = solve_mode(prob, taus_checked, lam_l, 1.0, tol=tol, maxiter=maxiter, verbose=verbose, t0=t0,
+                        start=warm)
     if not st.converged:
         warnings.warn(f"high-cardinality fit did not converge in {maxiter} iterations "
                       f"(certificate {st.max_step:.3g} > tol {tol:g}, max gradient {st.max_grad:.3g})",
                       ConvergenceWarning, stacklevel=2)
     cov, se, se_exact = _posterior(prob, st, lam_l)
-    eta = np.empty(prob.n)
-    mu = np.empty(prob.n)
-    KL.eta_pass(prob.X, st.beta, prob.offset, prob.gidx, st.a, prob.y, prob.pw, prob.fam, prob.link, eta, mu)
+    eta, mu = prob.eta_mu(st)
     effects = []
     for k in range(K):
         sl = slice(prob.starts[k], prob.starts[k + 1])
         q = int(prob.q[k])
         lv = np.asarray(levels[k]) if levels is not None else np.arange(q)
         ct = np.asarray(counts[k]) if counts is not None else np.bincount(
-            prob.gidx[:, k] - prob.starts[k], minlength=q).astype(np.int64)
+            prob.gidx[:, k], minlength=int(prob.starts[k + 1]))[prob.starts[k]:].astype(np.int64)
         W = st.W[sl]
         edf = float(np.sum(W / (W + lam_l[sl])))
         effects.append(FactorEffects(names[k], lv, ct, st.a[sl].copy(), se[sl].copy(), taus_checked[k],

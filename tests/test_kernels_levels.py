@@ -37,15 +37,20 @@ def _problem(fam, link, n=5003, seed=0, T=3):
     return X, beta, offset, gidx, a, y, pw, int(starts[-1]), T
 
 
-@pytest.mark.parametrize("fam,link", PAIRS)
-def test_row_pass_matches_numpy(fam, link):
-    X, beta, offset, gidx, a, y, pw, Q, T = _problem(fam, link)
+def _row_pass(X, beta, offset, gidx, a, y, pw, fam, link, inv_phi, Q, T):
     p = X.shape[1]
     n = len(y)
     G, Wl, Xr, Xd, w = np.empty(Q), np.empty(Q), np.empty(p), np.empty(p), np.empty(n)
-    dev = KL.row_pass(X, beta, offset, gidx, a, y, pw, fam, link, 0.7,
-                      np.empty((T, Q)), np.empty((T, Q)), np.empty((T, p)), np.empty((T, p)),
+    dev = KL.row_pass(X, beta, offset, gidx, a, y, pw, fam, link, inv_phi,
+                      np.empty((T, Q, 2)), np.empty((T, p)), np.empty((T, p)),
                       np.empty(T), w, True, G, Wl, Xr, Xd)
+    return dev, G, Wl, Xr, Xd, w
+
+
+@pytest.mark.parametrize("fam,link", PAIRS)
+def test_row_pass_matches_numpy(fam, link):
+    X, beta, offset, gidx, a, y, pw, Q, T = _problem(fam, link)
+    dev, G, Wl, Xr, Xd, w = _row_pass(X, beta, offset, gidx, a, y, pw, fam, link, 0.7, Q, T)
     dev2, G2, W2, Xr2, Xd2, w2 = KL.row_pass_numpy(X, beta, offset, gidx, a, y, pw, fam, link, 0.7, Q)
     np.testing.assert_allclose(dev, dev2, rtol=KERNEL_RTOL)
     for u, v in [(G, G2), (Wl, W2), (Xr, Xr2), (Xd, Xd2), (w, w2)]:
@@ -90,8 +95,46 @@ def test_hv_and_level_xw_match_numpy():
     B = np.empty((Q, p))
     KL.level_xw_pass(X, gidx, pw, B)
     np.testing.assert_allclose(B, KL.level_xw_pass_numpy(X, gidx, pw, Q), rtol=KERNEL_RTOL)
-    eta, mu = np.empty(len(y)), np.empty(len(y))
-    KL.eta_pass(X, beta, offset, gidx, a, y, pw, LK.FAMILY_POISSON, LK.LINK_LOG, eta, mu)
-    e2, m2 = KL.eta_pass_numpy(X, beta, offset, gidx, a, y, pw, LK.FAMILY_POISSON, LK.LINK_LOG)
-    np.testing.assert_allclose(eta, e2, rtol=KERNEL_RTOL)
-    np.testing.assert_allclose(mu, m2, rtol=KERNEL_RTOL)
+    for perm in (np.empty(0, dtype=np.int64), np.random.default_rng(4).permutation(len(y))):
+        eta, mu = np.empty(len(y)), np.empty(len(y))
+        KL.eta_pass(X, beta, offset, gidx, a, y, pw, LK.FAMILY_POISSON, LK.LINK_LOG, perm, eta, mu)
+        e2, m2 = KL.eta_pass_numpy(X, beta, offset, gidx, a, y, pw, LK.FAMILY_POISSON, LK.LINK_LOG, perm)
+        np.testing.assert_allclose(eta, e2, rtol=KERNEL_RTOL)
+        np.testing.assert_allclose(mu, m2, rtol=KERNEL_RTOL)
+
+
+def test_broadcast_rows_equal_full_arrays():
+    """A single-row X / pw / offset means "the same for every row"."""
+    X, beta, offset, gidx, a, y, pw, Q, T = _problem(LK.FAMILY_BINOMIAL, LK.LINK_LOGIT)
+    n = len(y)
+    X1, pw1, off1 = np.array([[1.0, 0.5]]), np.array([1.5]), np.array([0.25])
+    full = _row_pass(np.repeat(X1, n, 0), beta, np.full(n, 0.25), gidx, a, y, np.full(n, 1.5),
+                     LK.FAMILY_BINOMIAL, LK.LINK_LOGIT, 1.0, Q, T)
+    bc = _row_pass(X1, beta, off1, gidx, a, y, pw1, LK.FAMILY_BINOMIAL, LK.LINK_LOGIT, 1.0, Q, T)
+    tw = KL.row_pass_numpy(X1, beta, off1, gidx, a, y, pw1, LK.FAMILY_BINOMIAL, LK.LINK_LOGIT, 1.0, Q)
+    for u, v, z in zip(full, bc, tw):
+        np.testing.assert_allclose(v, u, rtol=KERNEL_RTOL)
+        np.testing.assert_allclose(z, u, rtol=KERNEL_RTOL)
+    L = np.random.default_rng(0).normal(size=(Q, 2))
+    m = 2 + 3 * 2
+    H = np.empty((m, m))
+    KL.hess_pass(X1, gidx, pw, L, np.empty((T, m, m)), H)
+    np.testing.assert_allclose(H, KL.hess_pass_numpy(X1, gidx, pw, L), rtol=KERNEL_RTOL)
+    B = np.empty((Q, 2))
+    KL.level_xw_pass(X1, gidx, pw, B)
+    np.testing.assert_allclose(B, KL.level_xw_pass_numpy(X1, gidx, pw, Q), rtol=KERNEL_RTOL)
+
+
+def test_level_sums_sort_gather_match_numpy():
+    X, beta, offset, gidx, a, y, pw, Q, T = _problem(LK.FAMILY_POISSON, LK.LINK_LOG)
+    wy, w = np.empty(Q), np.empty(Q)
+    KL.level_sums(gidx, y, pw, wy, w)
+    wy2, w2 = KL.level_sums_numpy(gidx, y, pw, Q)
+    np.testing.assert_allclose(wy, wy2, rtol=KERNEL_RTOL)
+    np.testing.assert_allclose(w, w2, rtol=KERNEL_RTOL)
+    codes = gidx[:, 0].copy()
+    perm = KL.counting_sort(codes, Q)
+    np.testing.assert_array_equal(perm, KL.counting_sort_numpy(codes, Q))
+    out = np.empty(len(y))
+    KL.gather_rows(y, perm, out)
+    np.testing.assert_array_equal(out, KL.gather_rows_numpy(y, perm))

@@ -22,6 +22,10 @@ D(i) = [x_i, L[gidx[i,0], :], ..., L[gidx[i,K-1], :]] (p + K J columns), where L
 factor's directions).  :func:`hv_pass` is a Hessian-vector product of the data
 part, :func:`level_xw_pass` the per-level sums of w_i x_i.
 
+Broadcasting: X, pw and offset may have a single row (shape (1, p) / (1,)), meaning
+"the same for every row" (intercept-only designs, no weights, no offset), so that
+no n-length constant arrays are allocated.
+
 Canonical pairs use closed forms with a single exp (and one log1p for the
 deviance): binomial-logit (mu = 1/(1+e^-eta), w = mu(1-mu), r = y-mu,
 d = 2[y log(y/mu) + (1-y) log((1-y)/(1-mu))] evaluated via softplus), poisson-log
@@ -43,7 +47,8 @@ from . import links as LK
 
 __all__ = ["row_quantities", "row_pass", "row_pass_numpy", "hess_pass", "hess_pass_numpy",
            "hv_pass", "hv_pass_numpy", "level_xw_pass", "level_xw_pass_numpy",
-           "row_quantities_numpy", "eta_pass", "eta_pass_numpy"]
+           "row_quantities_numpy", "eta_pass", "eta_pass_numpy", "level_sums", "level_sums_numpy",
+           "counting_sort", "counting_sort_numpy", "gather_rows", "gather_rows_numpy"]
 
 
 @njit(cache=True)
@@ -112,9 +117,16 @@ def row_quantities_numpy(eta: np.ndarray, y: np.ndarray, fam: int, link: int):
 
 @njit(cache=True)
 def _eta(i, X, beta, offset, gidx, a):
-    e = offset[i]
-    for j in range(X.shape[1]):
-        e += X[i, j] * beta[j]
+    if offset.shape[0] > 1:
+        e = offset[i]
+    else:
+        e = offset[0]
+    if X.shape[0] > 1:
+        for j in range(X.shape[1]):
+            e += X[i, j] * beta[j]
+    else:
+        for j in range(X.shape[1]):
+            e += X[0, j] * beta[j]
     for k in range(gidx.shape[1]):
         e += a[gidx[i, k]]
     return e
@@ -124,29 +136,35 @@ def _eta_numpy(X, beta, offset, gidx, a):
     return offset + X @ beta + a[gidx].sum(axis=1)
 
 
+def _full(v, n):
+    """Expand a broadcast (length-1) row array to n rows."""
+    return np.broadcast_to(v, (n,) + v.shape[1:]) if v.shape[0] == 1 and n != 1 else v
+
+
 @njit(cache=True, parallel=True)
 def row_pass(X, beta, offset, gidx, a, y, pw, fam, link, inv_phi,
-             accG, accW, accXr, accXd, accDev, w_out, store_w,
+             accGW, accXr, accXd, accDev, w_out, store_w,
              G, Wl, Xr, Xd):
     """One fused pass: fills G, Wl (per level), Xr, Xd (diag X'WX); returns the deviance.
 
-    accG/accW (T, Q), accXr/accXd (T, p), accDev (T,) are per-thread workspaces;
-    w_out (n,) receives w_i when ``store_w``.
+    accGW (T, Q, 2) (G and W interleaved: one cache line per level), accXr/accXd (T, p),
+    accDev (T,) are per-thread workspaces; w_out (n,) receives w_i when ``store_w``.
     """
     n = y.shape[0]
-    T = accG.shape[0]
-    Q = accG.shape[1]
+    T = accGW.shape[0]
+    Q = accGW.shape[1]
     p = X.shape[1]
     K = gidx.shape[1]
+    xfull = X.shape[0] > 1
+    pwfull = pw.shape[0] > 1
     chunk = (n + T - 1) // T
     for t in prange(T):
-        g = accG[t]
-        wl = accW[t]
+        gw = accGW[t]
         xr = accXr[t]
         xd = accXd[t]
         for q in range(Q):
-            g[q] = 0.0
-            wl[q] = 0.0
+            gw[q, 0] = 0.0
+            gw[q, 1] = 0.0
         for j in range(p):
             xr[j] = 0.0
             xd[j] = 0.0
@@ -156,7 +174,7 @@ def row_pass(X, beta, offset, gidx, a, y, pw, fam, link, inv_phi,
         for i in range(lo, hi):
             e = _eta(i, X, beta, offset, gidx, a)
             mu, w, r, d = row_quantities(e, y[i], fam, link)
-            wi = pw[i]
+            wi = pw[i] if pwfull else pw[0]
             dev += wi * d
             w = w * wi * inv_phi
             r = r * wi * inv_phi
@@ -164,10 +182,11 @@ def row_pass(X, beta, offset, gidx, a, y, pw, fam, link, inv_phi,
                 w_out[i] = w
             for k in range(K):
                 c = gidx[i, k]
-                g[c] += r
-                wl[c] += w
+                gw[c, 0] += r
+                gw[c, 1] += w
+            ix = i if xfull else 0
             for j in range(p):
-                x = X[i, j]
+                x = X[ix, j]
                 xr[j] += x * r
                 xd[j] += x * x * w
         accDev[t] = dev
@@ -175,8 +194,8 @@ def row_pass(X, beta, offset, gidx, a, y, pw, fam, link, inv_phi,
         s1 = 0.0
         s2 = 0.0
         for t in range(T):
-            s1 += accG[t, q]
-            s2 += accW[t, q]
+            s1 += accGW[t, q, 0]
+            s2 += accGW[t, q, 1]
         G[q] = s1
         Wl[q] = s2
     dev = 0.0
@@ -197,6 +216,9 @@ def row_pass_numpy(X, beta, offset, gidx, a, y, pw, fam, link, inv_phi, Q):
     """Twin of :func:`row_pass`: returns (dev, G, Wl, Xr, Xd, w)."""
     eta = _eta_numpy(X, beta, offset, gidx, a)
     mu, w, r, d = row_quantities_numpy(eta, y, fam, link)
+    n = len(y)
+    pw = _full(pw, n)
+    X = _full(X, n)
     dev = float(np.sum(pw * d))
     w = w * pw * inv_phi
     r = r * pw * inv_phi
@@ -209,20 +231,33 @@ def row_pass_numpy(X, beta, offset, gidx, a, y, pw, fam, link, inv_phi, Q):
 
 
 @njit(cache=True, parallel=True)
-def eta_pass(X, beta, offset, gidx, a, y, pw, fam, link, eta_out, mu_out):
-    """eta_i and mu_i for every row (the final pass)."""
+def eta_pass(X, beta, offset, gidx, a, y, pw, fam, link, perm, eta_out, mu_out):
+    """eta_i and mu_i for every row, written to position perm[i] (perm of length 0: i)."""
     n = y.shape[0]
-    for i in prange(n):
-        e = _eta(i, X, beta, offset, gidx, a)
-        mu, w, r, d = row_quantities(e, y[i], fam, link)
-        eta_out[i] = e
-        mu_out[i] = mu
+    if perm.shape[0] > 0:
+        for i in prange(n):
+            e = _eta(i, X, beta, offset, gidx, a)
+            mu = row_quantities(e, y[i], fam, link)[0]
+            eta_out[perm[i]] = e
+            mu_out[perm[i]] = mu
+    else:
+        for i in prange(n):
+            e = _eta(i, X, beta, offset, gidx, a)
+            mu = row_quantities(e, y[i], fam, link)[0]
+            eta_out[i] = e
+            mu_out[i] = mu
 
 
-def eta_pass_numpy(X, beta, offset, gidx, a, y, pw, fam, link):
+def eta_pass_numpy(X, beta, offset, gidx, a, y, pw, fam, link, perm):
     """Twin of :func:`eta_pass`: returns (eta, mu)."""
     eta = _eta_numpy(X, beta, offset, gidx, a)
-    return eta, row_quantities_numpy(eta, y, fam, link)[0]
+    mu = row_quantities_numpy(eta, y, fam, link)[0]
+    if len(perm):
+        e2, m2 = np.empty_like(eta), np.empty_like(mu)
+        e2[perm] = eta
+        m2[perm] = mu
+        return e2, m2
+    return eta, mu
 
 
 @njit(cache=True, parallel=True)
@@ -237,6 +272,7 @@ def hess_pass(X, gidx, w, L, accH, H):
     p = X.shape[1]
     K = gidx.shape[1]
     J = L.shape[1]
+    xfull = X.shape[0] > 1
     chunk = (n + T - 1) // T
     for t in prange(T):
         h = accH[t]
@@ -247,8 +283,9 @@ def hess_pass(X, gidx, w, L, accH, H):
         lo = t * chunk
         hi = min(n, lo + chunk)
         for i in range(lo, hi):
+            ix = i if xfull else 0
             for j in range(p):
-                d[j] = X[i, j]
+                d[j] = X[ix, j]
             for k in range(K):
                 c = gidx[i, k]
                 for j in range(J):
@@ -268,7 +305,7 @@ def hess_pass(X, gidx, w, L, accH, H):
 
 
 def _directions_numpy(X, gidx, L):
-    cols = [X] + [L[gidx[:, k]] for k in range(gidx.shape[1])]
+    cols = [_full(X, gidx.shape[0])] + [L[gidx[:, k]] for k in range(gidx.shape[1])]
     return np.hstack(cols)
 
 
@@ -287,6 +324,7 @@ def hv_pass(X, gidx, w, vb, va, accA, accX, outA, outX):
     Q = accA.shape[1]
     p = X.shape[1]
     K = gidx.shape[1]
+    xfull = X.shape[0] > 1
     chunk = (n + T - 1) // T
     for t in prange(T):
         aa = accA[t]
@@ -298,16 +336,17 @@ def hv_pass(X, gidx, w, vb, va, accA, accX, outA, outX):
         lo = t * chunk
         hi = min(n, lo + chunk)
         for i in range(lo, hi):
+            ix = i if xfull else 0
             u = 0.0
             for j in range(p):
-                u += X[i, j] * vb[j]
+                u += X[ix, j] * vb[j]
             for k in range(K):
                 u += va[gidx[i, k]]
             u *= w[i]
             for k in range(K):
                 aa[gidx[i, k]] += u
             for j in range(p):
-                ax[j] += X[i, j] * u
+                ax[j] += X[ix, j] * u
     for q in prange(Q):
         s = 0.0
         for t in range(T):
@@ -323,6 +362,7 @@ def hv_pass(X, gidx, w, vb, va, accA, accX, outA, outX):
 def hv_pass_numpy(X, gidx, w, vb, va, Q):
     """Twin of :func:`hv_pass`: returns (outA, outX)."""
     u = w * (X @ vb + va[gidx].sum(axis=1))
+    X = _full(X, len(w))
     outA = np.zeros(Q)
     for k in range(gidx.shape[1]):
         outA += np.bincount(gidx[:, k], weights=u, minlength=Q)
@@ -338,18 +378,82 @@ def level_xw_pass(X, gidx, w, out):
     for q in range(out.shape[0]):
         for j in range(p):
             out[q, j] = 0.0
+    xfull = X.shape[0] > 1
     for i in range(n):
+        ix = i if xfull else 0
         for k in range(K):
             c = gidx[i, k]
             for j in range(p):
-                out[c, j] += w[i] * X[i, j]
+                out[c, j] += w[i] * X[ix, j]
 
 
 def level_xw_pass_numpy(X, gidx, w, Q):
     """Twin of :func:`level_xw_pass`: returns (Q, p)."""
     p = X.shape[1]
+    X = _full(X, len(w))
     out = np.zeros((Q, p))
     for k in range(gidx.shape[1]):
         for j in range(p):
             out[:, j] += np.bincount(gidx[:, k], weights=w * X[:, j], minlength=Q)
     return out
+
+
+@njit(cache=True)
+def level_sums(gidx, y, pw, out_wy, out_w):
+    """out_wy[l] = sum_{i in l} pw_i y_i, out_w[l] = sum_{i in l} pw_i (every factor; serial)."""
+    n = y.shape[0]
+    K = gidx.shape[1]
+    pwfull = pw.shape[0] > 1
+    for q in range(out_w.shape[0]):
+        out_wy[q] = 0.0
+        out_w[q] = 0.0
+    for i in range(n):
+        wi = pw[i] if pwfull else pw[0]
+        for k in range(K):
+            c = gidx[i, k]
+            out_wy[c] += wi * y[i]
+            out_w[c] += wi
+
+
+def level_sums_numpy(gidx, y, pw, Q):
+    """Twin of :func:`level_sums`: returns (sum pw y, sum pw) per level."""
+    pw = _full(pw, len(y))
+    wy, w = np.zeros(Q), np.zeros(Q)
+    for k in range(gidx.shape[1]):
+        wy += np.bincount(gidx[:, k], weights=pw * y, minlength=Q)
+        w += np.bincount(gidx[:, k], weights=pw, minlength=Q)
+    return wy, w
+
+
+@njit(cache=True)
+def counting_sort(codes, q):
+    """Stable permutation that sorts the rows by ``codes`` (0..q-1): O(n + q)."""
+    n = codes.shape[0]
+    pos = np.zeros(q + 1, dtype=np.int64)
+    for i in range(n):
+        pos[codes[i] + 1] += 1
+    for l in range(q):
+        pos[l + 1] += pos[l]
+    perm = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        c = codes[i]
+        perm[pos[c]] = i
+        pos[c] += 1
+    return perm
+
+
+def counting_sort_numpy(codes, q):
+    """Twin of :func:`counting_sort`."""
+    return np.argsort(codes, kind="stable").astype(np.int64)
+
+
+@njit(cache=True, parallel=True)
+def gather_rows(src, perm, dst):
+    """dst[i] = src[perm[i]] for 1-d arrays (parallel fancy indexing)."""
+    for i in prange(perm.shape[0]):
+        dst[i] = src[perm[i]]
+
+
+def gather_rows_numpy(src, perm):
+    """Twin of :func:`gather_rows`."""
+    return src[perm]
