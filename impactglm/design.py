@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -574,7 +575,6 @@ class ModelSpec:
     classes: tuple | None
     fixed_design: dict                  # Patsy DesignInfo as plain data
     fixed_columns: tuple[str, ...]      # data columns the fixed part reads
-    categorical_columns: dict           # column -> encoded categories (pandas categoricals)
     factor_names: tuple[str, ...]
     factor_levels: tuple[np.ndarray, ...]
     random_terms: tuple[dict, ...]      # per block: group_vars, expr, columns, design, levels
@@ -620,7 +620,6 @@ class ModelSpec:
                 self.classes, dtype=object) if not all(isinstance(c, (int, float, np.number))
                                                       for c in self.classes) else self.classes),
             "fixed_design": self.fixed_design, "fixed_columns": list(self.fixed_columns),
-            "categorical_columns": self.categorical_columns,
             "factors": [{"name": n, "levels": _encode_levels(lv)}
                         for n, lv in zip(self.factor_names, self.factor_levels)],
             "random_terms": [{**r, "levels": _encode_levels(r["levels"])} for r in self.random_terms],
@@ -639,7 +638,6 @@ class ModelSpec:
                            for k, v in d["response_info"].items()},
             classes=classes, fixed_design=d["fixed_design"],
             fixed_columns=tuple(d["fixed_columns"]),
-            categorical_columns=d["categorical_columns"],
             factor_names=tuple(f["name"] for f in d["factors"]),
             factor_levels=tuple(_decode_levels(f["levels"]) for f in d["factors"]),
             random_terms=tuple({**r, "levels": _decode_levels(r["levels"])}
@@ -745,13 +743,24 @@ def _non_numeric_culprit(frame: pd.DataFrame, code: str) -> str | None:
     return None
 
 
-def _build_patsy(rhs, frame: pd.DataFrame, formula: str, shift: int = 0):
-    """Patsy design matrix (no NA dropping: missing rows were removed before)."""
+def _build_patsy(rhs, frame: pd.DataFrame, formula: str, shift: int = 0
+                 ) -> tuple[DesignInfo, np.ndarray]:
+    """(DesignInfo, design matrix) of a Patsy right-hand side, or of a stored DesignInfo.
+
+    Patsy decides the columns (term order, contrasts, categories, stateful-transform
+    memorization); :func:`_build_matrix` fills them in.  Missing rows were removed
+    before, so there is no NA handling here.
+    """
     if isinstance(rhs, str):
         shift += _lead(rhs)
     try:
-        return patsy.dmatrix(rhs, frame, eval_env=_EVAL_ENV, NA_action=NAAction(NA_types=[]),
-                             return_type="matrix")
+        if isinstance(rhs, DesignInfo):
+            info = rhs
+        else:
+            desc = ModelDesc.from_formula(rhs)
+            info = patsy.design_matrix_builders([desc.rhs_termlist], lambda: iter([frame]),
+                                                _EVAL_ENV, NAAction(NA_types=[]))[0]
+        return info, _build_matrix(info, frame)
     except PatsyError as e:
         origin = getattr(e, "origin", None)
         if origin is not None:
@@ -764,6 +773,92 @@ def _build_patsy(rhs, frame: pd.DataFrame, formula: str, shift: int = 0):
             raise DataError(f"cannot rebuild the design on the new data: "
                             f"{getattr(e, 'message', e)}") from None
         raise _formula_error(e, formula, shift) from None
+
+
+def _column_combinations(columns_per_factor: Sequence[int]):
+    """Patsy's column order within a subterm: the left-most factor varies fastest."""
+    for combo in itertools.product(*[range(n) for n in reversed(columns_per_factor)]):
+        yield combo[::-1]
+
+
+def _factor_culprit(factor, frame: pd.DataFrame) -> str:
+    names = [n for n, _ in _expr_names(factor.code, factor.code, 0).columns if n in frame.columns]
+    return names[0] if names else factor.code
+
+
+def _categorical_codes(value, categories: tuple, factor, frame: pd.DataFrame) -> np.ndarray:
+    """Codes of a categorical factor's values in the training ``categories`` (hashing, no
+    per-row Python loop); a value outside them is a DataError naming column and level."""
+    from patsy.categorical import _CategoricalBox
+    if isinstance(value, _CategoricalBox):
+        if value.levels is not None and tuple(value.levels) != categories:
+            raise PatsyError(f"mismatching levels: expected {categories!r}, got "
+                             f"{tuple(value.levels)!r}", factor)
+        value = value.data
+    index = pd.Index(list(categories), dtype=object)
+    if isinstance(getattr(value, "dtype", None), pd.CategoricalDtype):
+        cat = value.array if isinstance(value, pd.Series) else value
+        cat_codes = index.get_indexer(pd.Index(cat.categories, dtype=object))
+        raw = np.asarray(cat.codes)
+        codes = np.where(raw >= 0, cat_codes[raw], -1)
+        values = None
+    else:
+        values = np.asarray(value)
+        if values.ndim != 1:
+            values = values.ravel()
+        if values.dtype == np.bool_ and categories == (False, True):
+            return values.astype(np.intp)
+        try:
+            codes = pd.Index(list(categories)).get_indexer(values)
+        except (TypeError, ValueError):
+            codes = index.get_indexer(values.astype(object))
+        if (codes < 0).any():
+            codes = index.get_indexer(values.astype(object))
+    bad = codes < 0
+    if bad.any():
+        i = int(np.argmax(bad))
+        level = (np.asarray(value, dtype=object) if values is None else values)[i]
+        raise DataError(f"column {_factor_culprit(factor, frame)!r} has the level "
+                        f"{_py(level)!r} that the model was not fitted with (term "
+                        f"{factor.code!r}; levels: {_short(categories)})")
+    return codes
+
+
+def _build_matrix(info: DesignInfo, frame: pd.DataFrame) -> np.ndarray:
+    """Fill the columns of ``info`` from ``frame``, exactly as Patsy's
+    ``build_design_matrices`` (same products in the same order, so the same bits),
+    but with categorical codes from hashing instead of Patsy's per-row loop."""
+    n = len(frame)
+    values = {}
+    for factor, fi in info.factor_infos.items():
+        v = factor.eval(fi.state, frame)
+        if fi.type == "numerical":
+            a = np.asarray(patsy.util.atleast_2d_column_default(v))
+            if a.ndim != 2 or a.shape[1] != fi.num_columns or a.shape[0] != n:
+                raise PatsyError(f"when evaluating factor {factor.name()}, I got shape "
+                                 f"{a.shape} instead of ({n}, {fi.num_columns})", factor)
+            if not np.issubdtype(a.dtype, np.number) and a.dtype != np.bool_:
+                raise DataError(f"column {_factor_culprit(factor, frame)!r} gives {a.dtype} "
+                                f"values but the term {factor.code!r} needs numbers")
+            values[factor] = a
+        else:
+            values[factor] = _categorical_codes(v, fi.categories, factor, frame)
+    out = np.empty((n, len(info.column_names)), dtype=np.float64)
+    col = 0
+    for subterms in info.term_codings.values():
+        for st in subterms:
+            block = out[:, col:col + st.num_columns]
+            block[...] = 1
+            widths = [st.contrast_matrices[f].matrix.shape[1] if f in st.contrast_matrices
+                      else info.factor_infos[f].num_columns for f in st.factors]
+            for i, idxs in enumerate(_column_combinations(widths)):
+                for factor, j in zip(st.factors, idxs):
+                    if info.factor_infos[factor].type == "categorical":
+                        block[:, i] *= st.contrast_matrices[factor].matrix[values[factor], j]
+                    else:
+                        block[:, i] *= values[factor][:, j]
+            col += st.num_columns
+    return out
 
 
 def _finite_rows(M: np.ndarray, names: Sequence[str], labels: pd.Index, what: str) -> np.ndarray:
@@ -784,9 +879,9 @@ def _finite_rows(M: np.ndarray, names: Sequence[str], labels: pd.Index, what: st
 def _random_design(term: RandomTerm, frame: pd.DataFrame, formula: str):
     """(design info, Z, term names) of a random term's expression."""
     shift = max(formula.find(term.expr), 0) - 2
-    dm = _build_patsy("~ " + term.expr, frame, formula, shift)
-    names = tuple("(Intercept)" if n == "Intercept" else n for n in dm.design_info.column_names)
-    return dm.design_info, np.ascontiguousarray(np.asarray(dm, dtype=np.float64)), names
+    info, Z = _build_patsy("~ " + term.expr, frame, formula, shift)
+    names = tuple("(Intercept)" if n == "Intercept" else n for n in info.column_names)
+    return info, Z, names
 
 
 def _group_codes(frame: pd.DataFrame, group_vars: Sequence[str]):
@@ -946,22 +1041,21 @@ def build_design(formula: str | ParsedFormula, data, *, family: str = "gaussian"
     sub = sub.reset_index(drop=True)
 
     # 3. fixed part (Patsy), response, then drop rows made NaN by transforms
-    sub, categorical = _categorize(sub, _unique(fixed_cols + rand_cols))
-    fixed = _build_patsy(rhs_text, sub, text, shift)
-    X = np.asarray(fixed, dtype=np.float64)
-    col_names = tuple(fixed.design_info.column_names)
+    sub = _categorize(sub, _unique(fixed_cols + rand_cols))
+    fixed_info, X = _build_patsy(rhs_text, sub, text, shift)
+    col_names = tuple(fixed_info.column_names)
     resp_design = None
     if parsed.response and _simple_name(lhs) in columns:
         resp_col = _simple_name(lhs)
         y_source = sub[resp_col]
     elif parsed.response:
         resp_col = None
-        dm = _build_patsy("~0+" + lhs, sub, text, lhs_pos - 3)
+        resp_info, dm = _build_patsy("~0+" + lhs, sub, text, lhs_pos - 3)
         if dm.shape[1] != 1:
             raise DataError(f"the response {lhs!r} must be one numeric column, it gives "
                             f"{dm.shape[1]} columns")
-        resp_design = _design_info_to_dict(dm.design_info)
-        y_source = pd.Series(np.asarray(dm, dtype=np.float64)[:, 0])
+        resp_design = _design_info_to_dict(resp_info)
+        y_source = pd.Series(dm[:, 0])
     else:
         raise FormulaError("the formula needs a response: 'y ~ terms'", text, 0)
 
@@ -1013,8 +1107,7 @@ def build_design(formula: str | ParsedFormula, data, *, family: str = "gaussian"
     spec = ModelSpec(
         formula=text, family=fam, response=lhs, response_column=resp_col,
         response_design=resp_design, response_info=info, classes=classes,
-        fixed_design=_design_info_to_dict(fixed.design_info), fixed_columns=tuple(fixed_cols),
-        categorical_columns=categorical,
+        fixed_design=_design_info_to_dict(fixed_info), fixed_columns=tuple(fixed_cols),
         factor_names=tuple(parsed.high_cardinality),
         factor_levels=tuple(f.levels for f in factors),
         random_terms=tuple(random_specs), weights=w_col, weights_kind=w_kind,
@@ -1049,76 +1142,26 @@ def _simple_name(code: str) -> str | None:
 # --------------------------------------------------------------------------- transform
 
 
-def _categorize(sub: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame, dict]:
+def _categorize(sub: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """String columns as pandas categoricals with sorted categories, before Patsy sees them.
 
     Patsy sorts the levels of a string column the same way (Python's string order), so
-    the design is unchanged; it only avoids Patsy's per-row Python loop.  Returns the
-    frame and ``{column: encoded categories}`` for every categorical or string column.
-    """
-    changes, cats = {}, {}
-    for col in columns:
-        s = sub[col]
-        if isinstance(s.dtype, pd.CategoricalDtype):
-            cats[col] = _encode_levels_list(s.cat.categories)
-        elif not _is_numeric(s) and pd.api.types.infer_dtype(s, skipna=False) == "string":
-            codes, levels, _ = factorize(s, col)
-            changes[col] = pd.Categorical.from_codes(codes, categories=pd.Index(levels, dtype=object))
-            cats[col] = _encode_levels_list(levels)
-    return (sub.assign(**changes) if changes else sub), cats
-
-
-def _harmonize_categoricals(sub: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
-    """Give categorical/string columns the training categories (as Patsy saw them at fit).
-
-    A value that is not a training level is a DataError naming the column and level.
+    the design is unchanged; it only avoids Patsy's per-row Python loop when it sniffs
+    the levels.
     """
     changes = {}
-    for col, encoded in spec.categorical_columns.items():
-        if col not in sub.columns:
-            continue
-        cats = [_decode_scalar(t) for t in encoded]
+    for col in columns:
         s = sub[col]
-        values = s.astype(object) if isinstance(s.dtype, pd.CategoricalDtype) else s
-        values = values.to_numpy(dtype=object)
-        index = pd.Index(cats)
-        codes = _level_codes(pd.Series(values, dtype=object), index)
-        bad = codes < 0
-        if bad.any():
-            raise DataError(f"column {col!r} has the level {_py(values[np.argmax(bad)])!r} that "
-                            f"the model was not fitted with (levels: {_short(cats)})")
-        cat = pd.Categorical.from_codes(codes, categories=index)
-        changes[col] = cat
+        if (not isinstance(s.dtype, pd.CategoricalDtype) and not _is_numeric(s)
+                and pd.api.types.infer_dtype(s, skipna=False) == "string"):
+            codes, levels, _ = factorize(s, col)
+            changes[col] = pd.Categorical.from_codes(codes, categories=pd.Index(levels, dtype=object))
     return sub.assign(**changes) if changes else sub
 
 
 def _short(values, k: int = 6) -> str:
     values = list(values)
     return ", ".join(repr(_py(v)) for v in values[:k]) + (", ..." if len(values) > k else "")
-
-
-def _check_categories(info: DesignInfo, sub: pd.DataFrame) -> None:
-    """An unseen level of a categorical (C()/string) term: DataError naming column and level."""
-    for factor, finfo in info.factor_infos.items():
-        if finfo.type != "categorical":
-            continue
-        try:
-            values = factor.eval(finfo.state, sub)
-        except PatsyError:
-            continue
-        values = getattr(values, "data", values)
-        if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype):
-            values = values.astype(object)
-        uniq = pd.unique(np.asarray(values, dtype=object).ravel())
-        known = set(finfo.categories)
-        unseen = [u for u in uniq if u not in known]
-        if unseen:
-            names = [n for n, _ in _expr_names(factor.code, factor.code, 0).columns
-                     if n in sub.columns]
-            col = names[0] if names else factor.code
-            raise DataError(f"column {col!r} has the level {_py(unseen[0])!r} that the model was not "
-                            f"fitted with (term {factor.code!r}; levels: "
-                            f"{_short(finfo.categories)})")
 
 
 def _level_codes(values: pd.Series, levels: np.ndarray) -> np.ndarray:
@@ -1185,20 +1228,16 @@ def _transform(spec: ModelSpec, newdata, response: bool, offset, na_action: str)
         sub, labels = sub[keep], labels[keep]
         o_values = None if o_values is None else o_values[keep]
         w_values = None if w_values is None else w_values[keep]
-    sub = _harmonize_categoricals(sub.reset_index(drop=True), spec)
+    sub = sub.reset_index(drop=True)
 
-    info = spec._fixed_info
-    _check_categories(info, sub)
-    X = np.asarray(_build_patsy(info, sub, spec.formula), dtype=np.float64)
-    if X.shape[0] != len(sub):  # intercept-only designs on a frame: Patsy uses len(data)
-        X = np.ones((len(sub), X.shape[1]))
+    _, X = _build_patsy(spec._fixed_info, sub, spec.formula)
     ok = _finite_rows(X, spec.column_names, labels, "design")
 
     y = None
     if response:
         if spec.response_design is not None:
             rd = _design_info_from_dict(spec.response_design)
-            ysrc = pd.Series(np.asarray(_build_patsy(rd, sub, spec.formula))[:, 0])
+            ysrc = pd.Series(_build_patsy(rd, sub, spec.formula)[1][:, 0])
             ok &= _finite_rows(ysrc.to_numpy()[:, None], [spec.response], labels, "response")
         else:
             ysrc = sub[spec.response_column]
@@ -1231,9 +1270,7 @@ def _transform(spec: ModelSpec, newdata, response: bool, offset, na_action: str)
             for v in g[1:]:
                 key = key + ":" + sub[v].astype(str)
             rc = _level_codes(key, r["levels"])
-        Z = np.asarray(_build_patsy(di, sub, spec.formula), dtype=np.float64)
-        if Z.shape[0] != len(sub):
-            Z = np.ones((len(sub), Z.shape[1]))
+        _, Z = _build_patsy(di, sub, spec.formula)
         random.append((rc, np.ascontiguousarray(Z[:, r["columns"]])))
     n = len(sub)
     return NewData(X=np.ascontiguousarray(X), offset=np.zeros(n) if o_values is None
