@@ -1,0 +1,628 @@
+"""Fused row passes for the multinomial (softmax) model, with NumPy twins.
+
+The model for row i and class c = 0..C-1 is
+
+    eta_ic = offset_ic + sum_b X_ib beta_bc + sum_k A[g_k(i), c]
+    p_ic   = exp(eta_ic) / sum_c' exp(eta_ic')
+
+where ``g_k(i)`` is the *global* level index of row i in factor k (the level
+code plus the factor's offset into the stacked effect table ``A`` of shape
+(Q, C); negative codes mean "unseen level" and contribute 0).  With prior
+weights w_i and the outcome class y_i, the working quantities are
+
+    loglik_i = w_i log p_{i,y_i}
+    r_ic     = w_i (1[y_i = c] - p_ic)                       (score residual)
+    W_i      = w_i (diag(p_i) - p_i p_i')                    (C x C information)
+
+Kernels (numba, ``cache=True``, ``prange`` over row chunks with per-chunk
+accumulators, no fastmath), each with a NumPy twin ``<name>_numpy``:
+
+* :func:`level_pass`      log-likelihood, beta score X' r, per-level sums of r and
+                          (optionally) of W_i in packed upper-triangular form;
+* :func:`subspace_hessian` the information matrix of the reduced parameters
+                          (beta[:, 1:], one step length per direction);
+* :func:`beta_level_cross` per-level sums X_ib W_i (the beta/level coupling);
+* :func:`predict_proba`   class probabilities (n, C);
+* :func:`score_pass`      log-likelihood, confusion matrix and the most likely
+                          class, without storing probabilities.
+
+Packed triangle: entry (c, d) with c <= d of a C x C symmetric matrix is stored
+at ``tri_index(c, d, C) = c*C - c*(c-1)//2 + d - c``.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "n_packed", "tri_index", "unpack_blocks", "level_pass", "level_pass_numpy",
+    "subspace_hessian", "subspace_hessian_numpy", "beta_level_cross", "beta_level_cross_numpy",
+    "predict_proba", "predict_proba_numpy", "score_pass", "score_pass_numpy", "n_chunks",
+]
+
+
+def n_packed(C: int) -> int:
+    """Number of entries of a packed C x C upper triangle."""
+    return C * (C + 1) // 2
+
+
+@njit(cache=True, inline="always")
+def tri_index(c, d, C):
+    """Position of entry (c, d), c <= d, in a packed upper triangle of a C x C matrix."""
+    return c * C - (c * (c - 1)) // 2 + d - c
+
+
+def unpack_blocks(Hp: np.ndarray, C: int) -> np.ndarray:
+    """(Q, C(C+1)/2) packed upper triangles -> (Q, C, C) symmetric blocks."""
+    iu, ju = np.triu_indices(C)
+    out = np.zeros((Hp.shape[0], C, C))
+    out[:, iu, ju] = Hp
+    out[:, ju, iu] = Hp
+    return out
+
+
+def n_chunks(n: int) -> int:
+    """Row chunks for the parallel passes: a few per thread, at most one per 4096 rows."""
+    return int(max(1, min(4 * numba.get_num_threads(), n // 4096)))
+
+
+# ---------------------------------------------------------------- row helpers
+
+@njit(cache=True, inline="always")
+def _eta_row(i, X, beta, gcodes, A, offset, has_offset, eta):
+    n_p = X.shape[1]
+    C = beta.shape[1]
+    K = gcodes.shape[0]
+    for c in range(C):
+        s = offset[i, c] if has_offset else 0.0
+        for b in range(n_p):
+            s += X[i, b] * beta[b, c]
+        eta[c] = s
+    for k in range(K):
+        g = gcodes[k, i]
+        if g >= 0:
+            for c in range(C):
+                eta[c] += A[g, c]
+
+
+@njit(cache=True, inline="always")
+def _softmax(eta, prob):
+    """prob = softmax(eta); returns log(sum exp(eta)) (the log normaliser)."""
+    C = eta.shape[0]
+    m = eta[0]
+    for c in range(1, C):
+        if eta[c] > m:
+            m = eta[c]
+    s = 0.0
+    for c in range(C):
+        e = np.exp(eta[c] - m)
+        prob[c] = e
+        s += e
+    for c in range(C):
+        prob[c] /= s
+    return m + np.log(s)
+
+
+def _eta_numpy(X, beta, gcodes, A, offset):
+    eta = X @ beta
+    if offset is not None:
+        eta = eta + offset
+    for k in range(gcodes.shape[0]):
+        g = gcodes[k]
+        seen = g >= 0
+        eta[seen] += A[g[seen]]
+    return eta
+
+
+def _softmax_numpy(eta):
+    m = eta.max(axis=1, keepdims=True)
+    e = np.exp(eta - m)
+    s = e.sum(axis=1, keepdims=True)
+    return e / s, (m + np.log(s))[:, 0]
+
+
+def _offset_arg(offset, C):
+    if offset is None:
+        return np.zeros((1, C)), False
+    return offset, True
+
+
+# ---------------------------------------------------------------- level pass
+
+@njit(parallel=True, cache=True)
+def _level_pass(X, beta, gcodes, A, y, w, offset, has_offset, want_hess, T,
+                G_t, H_t, gb_t, ll_t, G, Hp, gb):
+    n, n_p = X.shape
+    C = beta.shape[1]
+    K = gcodes.shape[0]
+    Q = A.shape[0]
+    NT = Hp.shape[1]
+    for t in prange(T):
+        Gl = G_t[t]
+        Hl = H_t[t]
+        gbl = gb_t[t]
+        Gl[:, :] = 0.0
+        if want_hess:
+            Hl[:, :] = 0.0
+        gbl[:, :] = 0.0
+        eta = np.empty(C)
+        prob = np.empty(C)
+        r = np.empty(C)
+        ll = 0.0
+        lo = t * n // T
+        hi = (t + 1) * n // T
+        for i in range(lo, hi):
+            _eta_row(i, X, beta, gcodes, A, offset, has_offset, eta)
+            lse = _softmax(eta, prob)
+            wi = w[i]
+            yi = y[i]
+            ll += wi * (eta[yi] - lse)
+            for c in range(C):
+                r[c] = -wi * prob[c]
+            r[yi] += wi
+            for b in range(n_p):
+                xb = X[i, b]
+                for c in range(C):
+                    gbl[b, c] += xb * r[c]
+            for k in range(K):
+                g = gcodes[k, i]
+                for c in range(C):
+                    Gl[g, c] += r[c]
+                if want_hess:
+                    j = 0
+                    for c in range(C):
+                        wpc = wi * prob[c]
+                        Hl[g, j] += wpc * (1.0 - prob[c])
+                        j += 1
+                        for d in range(c + 1, C):
+                            Hl[g, j] -= wpc * prob[d]
+                            j += 1
+        ll_t[t] = ll
+    # reduce the chunk accumulators
+    for q in prange(Q):
+        for c in range(C):
+            s = 0.0
+            for t in range(T):
+                s += G_t[t, q, c]
+            G[q, c] = s
+        if want_hess:
+            for j in range(NT):
+                s = 0.0
+                for t in range(T):
+                    s += H_t[t, q, j]
+                Hp[q, j] = s
+    for b in range(n_p):
+        for c in range(C):
+            s = 0.0
+            for t in range(T):
+                s += gb_t[t, b, c]
+            gb[b, c] = s
+    total = 0.0
+    for t in range(T):
+        total += ll_t[t]
+    return total
+
+
+class LevelPassBuffers:
+    """Accumulators for :func:`level_pass`, allocated once per fit."""
+
+    def __init__(self, n: int, p: int, Q: int, C: int, want_hess: bool = True):
+        self.T = n_chunks(n)
+        NT = n_packed(C)
+        self.G_t = np.zeros((self.T, Q, C))
+        self.H_t = np.zeros((self.T, Q, NT) if want_hess else (self.T, 1, 1))
+        self.gb_t = np.zeros((self.T, p, C))
+        self.ll_t = np.zeros(self.T)
+        self.G = np.zeros((Q, C))
+        self.Hp = np.zeros((Q, NT) if want_hess else (1, 1))
+        self.gb = np.zeros((p, C))
+
+
+def level_pass(X, beta, gcodes, A, y, w, offset=None, want_hess=True, buffers=None):
+    """One fused pass over the rows.
+
+    Returns ``(loglik, gb, G, Hp)``: the weighted log-likelihood sum_i w_i log p_{i,y_i};
+    ``gb = X' r`` (p, C); ``G[q, c] = sum_{i in level q} r_ic`` (Q, C) over the levels
+    of every factor; ``Hp[q]`` the packed upper triangle of sum_{i in level q} W_i
+    (when ``want_hess``).  Every code must be a valid level (>= 0).  The returned
+    arrays are views of ``buffers`` (reused by the next call).
+    """
+    n, p = X.shape
+    C = beta.shape[1]
+    Q = A.shape[0]
+    if buffers is None:
+        buffers = LevelPassBuffers(n, p, Q, C, want_hess)
+    off, has_off = _offset_arg(offset, C)
+    ll = _level_pass(X, beta, gcodes, A, y, w, off, has_off, want_hess, buffers.T,
+                     buffers.G_t, buffers.H_t, buffers.gb_t, buffers.ll_t,
+                     buffers.G, buffers.Hp, buffers.gb)
+    return ll, buffers.gb, buffers.G, (buffers.Hp if want_hess else None)
+
+
+def level_pass_numpy(X, beta, gcodes, A, y, w, offset=None, want_hess=True):
+    """NumPy twin of :func:`level_pass` (same return values, fresh arrays)."""
+    n, C = X.shape[0], beta.shape[1]
+    Q = A.shape[0]
+    eta = _eta_numpy(X, beta, gcodes, A, offset)
+    prob, lse = _softmax_numpy(eta)
+    rows = np.arange(n)
+    ll = float(np.sum(w * (eta[rows, y] - lse)))
+    r = -w[:, None] * prob
+    r[rows, y] += w
+    gb = X.T @ r
+    G = np.zeros((Q, C))
+    for k in range(gcodes.shape[0]):
+        np.add.at(G, gcodes[k], r)
+    Hp = None
+    if want_hess:
+        iu, ju = np.triu_indices(C)
+        Wp = w[:, None] * (prob[:, iu] * ((iu == ju)[None, :] - prob[:, ju]))
+        Hp = np.zeros((Q, len(iu)))
+        for k in range(gcodes.shape[0]):
+            np.add.at(Hp, gcodes[k], Wp)
+    return ll, gb, G, Hp
+
+
+# ---------------------------------------------------------------- subspace Hessian
+
+@njit(parallel=True, cache=True)
+def _subspace_hessian(X, beta, gcodes, A, w, offset, has_offset, dirs, dir_factor, T, H_t):
+    n, n_p = X.shape
+    C = beta.shape[1]
+    m = dirs.shape[0]
+    Cf = C - 1
+    pb = n_p * Cf
+    R = pb + m
+    for t in prange(T):
+        H = H_t[t]
+        H[:, :] = 0.0
+        eta = np.empty(C)
+        prob = np.empty(C)
+        v = np.empty((m, C))
+        u = np.empty((m, C))
+        Wr = np.empty((C, C))
+        lo = t * n // T
+        hi = (t + 1) * n // T
+        for i in range(lo, hi):
+            _eta_row(i, X, beta, gcodes, A, offset, has_offset, eta)
+            _softmax(eta, prob)
+            wi = w[i]
+            for j in range(m):
+                g = gcodes[dir_factor[j], i]
+                s = 0.0
+                for c in range(C):
+                    v[j, c] = dirs[j, g, c]
+                    s += prob[c] * v[j, c]
+                for c in range(C):
+                    u[j, c] = wi * prob[c] * (v[j, c] - s)
+            # direction x direction
+            for j in range(m):
+                for j2 in range(j, m):
+                    s = 0.0
+                    for c in range(C):
+                        s += u[j, c] * v[j2, c]
+                    H[pb + j, pb + j2] += s
+            if pb > 0:
+                for c in range(1, C):
+                    wpc = wi * prob[c]
+                    for d in range(1, C):
+                        Wr[c, d] = -wpc * prob[d]
+                    Wr[c, c] += wpc
+                for b in range(n_p):
+                    xb = X[i, b]
+                    # beta x direction
+                    for c in range(1, C):
+                        col = b * Cf + c - 1
+                        for j in range(m):
+                            H[col, pb + j] += xb * u[j, c]
+                    # beta x beta (upper triangle in (b, c) order)
+                    for b2 in range(b, n_p):
+                        xx = xb * X[i, b2]
+                        for c in range(1, C):
+                            col = b * Cf + c - 1
+                            d0 = c if b2 == b else 1
+                            for d in range(d0, C):
+                                H[col, b2 * Cf + d - 1] += xx * Wr[c, d]
+    out = np.zeros((R, R))
+    for t in range(T):
+        out += H_t[t]
+    for a in range(R):
+        for b in range(a + 1, R):
+            out[b, a] = out[a, b]
+    return out
+
+
+def subspace_hessian(X, beta, gcodes, A, w, dirs, dir_factor, offset=None, buffer=None):
+    """Information matrix of the reduced parameters theta = (vec beta[:, 1:], gamma).
+
+    The reduced model moves beta[:, 1:] freely (row-major (b, c) order, class 0 is the
+    reference) and the effects along ``m`` directions, A + sum_j gamma_j dirs[j], where
+    ``dirs[j]`` (Q, C) is nonzero only on the levels of factor ``dir_factor[j]``.  Row i
+    contributes V_i' W_i V_i with V_i the (C, R) Jacobian of eta_i in theta.  The prior
+    is *not* included.
+    """
+    n, p = X.shape
+    C = beta.shape[1]
+    R = p * (C - 1) + dirs.shape[0]
+    T = n_chunks(n)
+    if buffer is None or buffer.shape != (T, R, R):
+        buffer = np.zeros((T, R, R))
+    off, has_off = _offset_arg(offset, C)
+    return _subspace_hessian(X, beta, gcodes, A, w, off, has_off, dirs,
+                             np.ascontiguousarray(dir_factor, dtype=np.int64), T, buffer)
+
+
+def subspace_hessian_numpy(X, beta, gcodes, A, w, dirs, dir_factor, offset=None):
+    """NumPy twin of :func:`subspace_hessian` (builds the (n, C, R) Jacobian)."""
+    n, p = X.shape
+    C = beta.shape[1]
+    m = dirs.shape[0]
+    eta = _eta_numpy(X, beta, gcodes, A, offset)
+    prob, _ = _softmax_numpy(eta)
+    V = np.zeros((n, C, p * (C - 1) + m))
+    for b in range(p):
+        for c in range(1, C):
+            V[:, c, b * (C - 1) + c - 1] = X[:, b]
+    for j in range(m):
+        V[:, :, p * (C - 1) + j] = dirs[j][gcodes[dir_factor[j]]]
+    W = w[:, None, None] * (np.einsum("ic,cd->icd", prob, np.eye(C)) - prob[:, :, None] * prob[:, None, :])
+    return np.einsum("icr,icd,ids->rs", V, W, V)
+
+
+# ---------------------------------------------------------------- beta/level coupling
+
+@njit(parallel=True, cache=True)
+def _beta_level_cross(X, beta, gcodes, A, w, offset, has_offset, T, out_t):
+    n, n_p = X.shape
+    C = beta.shape[1]
+    Q = A.shape[0]
+    K = gcodes.shape[0]
+    for t in prange(T):
+        out = out_t[t]
+        out[:] = 0.0
+        eta = np.empty(C)
+        prob = np.empty(C)
+        lo = t * n // T
+        hi = (t + 1) * n // T
+        for i in range(lo, hi):
+            _eta_row(i, X, beta, gcodes, A, offset, has_offset, eta)
+            _softmax(eta, prob)
+            wi = w[i]
+            for k in range(K):
+                g = gcodes[k, i]
+                for b in range(n_p):
+                    xb = X[i, b] * wi
+                    for c in range(C):
+                        xpc = xb * prob[c]
+                        for d in range(C):
+                            out[g, b, c, d] -= xpc * prob[d]
+                        out[g, b, c, c] += xpc
+    res = np.zeros((Q, n_p, C, C))
+    for t in range(T):
+        res += out_t[t]
+    return res
+
+
+def beta_level_cross(X, beta, gcodes, A, w, offset=None):
+    """Per-level sums ``B[q, b] = sum_{i in level q} X_ib W_i`` (Q, p, C, C)."""
+    n, p = X.shape
+    C = beta.shape[1]
+    T = max(1, min(numba.get_num_threads(), n // 4096))
+    out_t = np.zeros((T, A.shape[0], p, C, C))
+    off, has_off = _offset_arg(offset, C)
+    return _beta_level_cross(X, beta, gcodes, A, w, off, has_off, T, out_t)
+
+
+def beta_level_cross_numpy(X, beta, gcodes, A, w, offset=None):
+    """NumPy twin of :func:`beta_level_cross`."""
+    C = beta.shape[1]
+    eta = _eta_numpy(X, beta, gcodes, A, offset)
+    prob, _ = _softmax_numpy(eta)
+    W = w[:, None, None] * (np.einsum("ic,cd->icd", prob, np.eye(C)) - prob[:, :, None] * prob[:, None, :])
+    XW = X[:, :, None, None] * W[:, None, :, :]
+    out = np.zeros((A.shape[0],) + XW.shape[1:])
+    for k in range(gcodes.shape[0]):
+        np.add.at(out, gcodes[k], XW)
+    return out
+
+
+# ---------------------------------------------------------------- prediction and scoring
+
+@njit(parallel=True, cache=True)
+def _predict_proba(X, beta, gcodes, A, offset, has_offset, out):
+    n = X.shape[0]
+    C = beta.shape[1]
+    for i in prange(n):
+        eta = np.empty(C)
+        _eta_row(i, X, beta, gcodes, A, offset, has_offset, eta)
+        _softmax(eta, out[i])
+
+
+def predict_proba(X, beta, gcodes, A, offset=None):
+    """Class probabilities (n, C); negative codes (unseen levels) get effect 0."""
+    C = beta.shape[1]
+    out = np.empty((X.shape[0], C))
+    off, has_off = _offset_arg(offset, C)
+    _predict_proba(X, beta, gcodes, A, off, has_off, out)
+    return out
+
+
+def predict_proba_numpy(X, beta, gcodes, A, offset=None):
+    """NumPy twin of :func:`predict_proba`."""
+    return _softmax_numpy(_eta_numpy(X, beta, gcodes, A, offset))[0]
+
+
+@njit(parallel=True, cache=True)
+def _score_pass(X, beta, gcodes, A, y, w, offset, has_offset, T, conf_t, ll_t, pred):
+    n = X.shape[0]
+    C = beta.shape[1]
+    for t in prange(T):
+        conf = conf_t[t]
+        conf[:, :] = 0.0
+        eta = np.empty(C)
+        prob = np.empty(C)
+        ll = 0.0
+        lo = t * n // T
+        hi = (t + 1) * n // T
+        for i in range(lo, hi):
+            _eta_row(i, X, beta, gcodes, A, offset, has_offset, eta)
+            lse = _softmax(eta, prob)
+            best = 0
+            for c in range(1, C):
+                if eta[c] > eta[best]:
+                    best = c
+            pred[i] = best
+            ll += w[i] * (eta[y[i]] - lse)
+            conf[y[i], best] += w[i]
+        ll_t[t] = ll
+    total = 0.0
+    for t in range(T):
+        total += ll_t[t]
+    out = np.zeros((C, C))
+    for t in range(T):
+        out += conf_t[t]
+    return total, out
+
+
+def score_pass(X, beta, gcodes, A, y, w, offset=None):
+    """Log-likelihood, confusion matrix and predicted class without storing probabilities.
+
+    Returns ``(loglik, confusion, pred)``: ``confusion[a, b]`` is the weight of rows of
+    true class a predicted as b (the most likely class, ties to the lower index);
+    ``pred`` (n,) int32.  Negative codes (unseen levels) get effect 0.
+    """
+    n = X.shape[0]
+    C = beta.shape[1]
+    T = max(1, min(4 * numba.get_num_threads(), n // 4096))
+    off, has_off = _offset_arg(offset, C)
+    pred = np.empty(n, dtype=np.int32)
+    ll, conf = _score_pass(X, beta, gcodes, A, y, w, off, has_off, T,
+                           np.zeros((T, C, C)), np.zeros(T), pred)
+    return ll, conf, pred
+
+
+def score_pass_numpy(X, beta, gcodes, A, y, w, offset=None):
+    """NumPy twin of :func:`score_pass`."""
+    C = beta.shape[1]
+    eta = _eta_numpy(X, beta, gcodes, A, offset)
+    _, lse = _softmax_numpy(eta)
+    rows = np.arange(len(y))
+    ll = float(np.sum(w * (eta[rows, y] - lse)))
+    pred = np.argmax(eta, axis=1).astype(np.int32)
+    conf = np.zeros((C, C))
+    np.add.at(conf, (y, pred), w)
+    return ll, conf, pred
+
+
+# ---------------------------------------------------------------- per-level C x C blocks
+
+@njit(cache=True, inline="always")
+def _cholesky_lower(M, C):
+    """Lower Cholesky factor of the symmetric positive definite M (lower triangle read and
+    overwritten in place); False if M is not positive definite."""
+    for j in range(C):
+        s = M[j, j]
+        for k in range(j):
+            s -= M[j, k] * M[j, k]
+        if s <= 0.0:
+            return False
+        d = np.sqrt(s)
+        M[j, j] = d
+        for i in range(j + 1, C):
+            s = M[i, j]
+            for k in range(j):
+                s -= M[i, k] * M[j, k]
+            M[i, j] = s / d
+    return True
+
+
+@njit(parallel=True, cache=True)
+def _block_solve(Hp, add, rhs, x, trinv, T):
+    Q, C = rhs.shape
+    for t in prange(T):
+        M = np.empty((C, C))
+        v = np.empty(C)
+        e = np.empty(C)
+        for q in range(t * Q // T, (t + 1) * Q // T):
+            j = 0
+            for c in range(C):
+                for d in range(c, C):
+                    M[d, c] = Hp[q, j]
+                    j += 1
+                M[c, c] += add[q]
+            if not _cholesky_lower(M, C):
+                for c in range(C):
+                    x[q, c] = np.nan
+                trinv[q] = np.nan
+                continue
+            for c in range(C):                     # L v = rhs
+                s = rhs[q, c]
+                for k in range(c):
+                    s -= M[c, k] * v[k]
+                v[c] = s / M[c, c]
+            for c in range(C - 1, -1, -1):         # L' x = v
+                s = v[c]
+                for k in range(c + 1, C):
+                    s -= M[k, c] * x[q, k]
+                x[q, c] = s / M[c, c]
+            tr = 0.0                               # tr(H^-1) = ||L^-1||_F^2, column by column
+            for col in range(C):
+                for c in range(col, C):
+                    s = 1.0 if c == col else 0.0
+                    for k in range(col, c):
+                        s -= M[c, k] * e[k]
+                    e[c] = s / M[c, c]
+                    tr += e[c] * e[c]
+            trinv[q] = tr
+
+
+def block_solve(Hp: np.ndarray, add: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per level q: x_q = (H_q + add_q I)^{-1} rhs_q and tr((H_q + add_q I)^{-1}).
+
+    ``Hp`` holds the packed upper triangles of the symmetric blocks H_q (Q, C(C+1)/2).
+    Cholesky per level; a block that is not positive definite gives NaN.
+    """
+    Q, C = rhs.shape
+    x = np.empty((Q, C))
+    trinv = np.empty(Q)
+    T = int(max(1, min(4 * numba.get_num_threads(), Q // 256)))
+    _block_solve(Hp, np.ascontiguousarray(add, dtype=np.float64),
+                 np.ascontiguousarray(rhs, dtype=np.float64), x, trinv, T)
+    return x, trinv
+
+
+def block_solve_numpy(Hp, add, rhs):
+    """NumPy twin of :func:`block_solve`."""
+    C = rhs.shape[1]
+    H = unpack_blocks(Hp, C) + add[:, None, None] * np.eye(C)[None]
+    Hinv = np.linalg.inv(H)
+    return np.einsum("qcd,qd->qc", Hinv, rhs), np.trace(Hinv, axis1=1, axis2=2)
+
+
+@njit(parallel=True, cache=True)
+def _block_matvec(Hp, v, out):
+    Q, C = v.shape
+    for q in prange(Q):
+        for c in range(C):
+            out[q, c] = 0.0
+        j = 0
+        for c in range(C):
+            for d in range(c, C):
+                h = Hp[q, j]
+                out[q, c] += h * v[q, d]
+                if d != c:
+                    out[q, d] += h * v[q, c]
+                j += 1
+
+
+def block_matvec(Hp: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Per level q: H_q v_q with H_q given as packed upper triangles."""
+    out = np.empty(v.shape)
+    _block_matvec(Hp, np.ascontiguousarray(v, dtype=np.float64), out)
+    return out
+
+
+def block_matvec_numpy(Hp, v):
+    """NumPy twin of :func:`block_matvec`."""
+    return np.einsum("qcd,qd->qc", unpack_blocks(Hp, v.shape[1]), v)

@@ -1,0 +1,671 @@
+"""Multinomial (softmax) regression with high-cardinality factors: the re-encoding Newton solver.
+
+Model (C classes, K factors ``^g_k``, class 0 the reference of the fixed part):
+
+    eta_ic = offset_ic + x_i' beta_c + sum_k a_k[g_k(i), c],    p_ic = softmax_c(eta_ic)
+    beta_0 = 0                                   (reference class, as MNLogit / nnet::multinom)
+    a_k[l, c] ~ N(0, tau_k^2) independently for every class c (symmetric effects)
+
+The estimate maximises the log posterior
+
+    L(beta, a) = sum_i w_i log p_{i,y_i} - sum_k sum_{l,c} a_k[l, c]^2 / (2 tau_k^2).
+
+**Identifiability.** The likelihood is unchanged when a constant is added to all C
+effects of one level; the prior picks the symmetric representative, so at the mode
+sum_c a_k[l, c] = 0 for every level (the penalised gradient along (1, ..., 1) is
+-sum_c a_k[l, c] / tau_k^2).  The fixed coefficients use reference class 0, so
+``beta[:, 0] = 0`` and ``beta[:, c]`` are log-odds of class c against class 0, exactly
+statsmodels' ``MNLogit`` parameters.  The prior on C symmetric effects is a prior of
+variance 2 tau_k^2 on every contrast a[l, c] - a[l, c'].
+
+**Solver** (DESIGN.md section 3, per-class form).  Every iteration:
+
+1. one fused row pass (:func:`impactglm.kernels.multinomial.level_pass`) gives the log
+   likelihood, the beta score, and per level l of every factor the C-vector of summed
+   score residuals and the C x C block H_l = sum_{i in l} W_i + I / tau^2;
+2. per level and class the *balance deficit* b_l = G_l - a_l / tau^2 (the penalised
+   gradient) and the *Bayesian impact step* s_l = H_l^{-1} b_l (the exact Newton step
+   for level l's C effects with everything else held fixed);
+3. a dense Newton step over the reduced parameters (beta[:, 1:], and one step length per
+   direction: the impact step, the previous step and the current effect ("summed
+   impact") of every factor), whose information matrix comes from one more row pass
+   (:func:`~impactglm.kernels.multinomial.subspace_hessian`) with the prior added exactly;
+4. step halving until the log posterior does not decrease; the pass at the new point
+   is also the next iteration's step 1.
+
+Converged when the largest absolute penalised gradient over beta[:, 1:] and every
+(level, class) effect is below ``tol`` (and, with ``prior_sd="auto"``, tau has settled).
+
+**Empirical Bayes** (``prior_sd="auto"``): tau_k is updated in the loop by MacKay's fixed
+point for the Laplace (PQL) approximation of the marginal likelihood, with the
+posterior covariance of each level's effects approximated by its own block H_l^{-1}:
+
+    gamma_k = sum_{l in k} (C - tr(H_l^{-1}) / tau_k^2),   tau_k^2 = sum_{l in k} |a_k[l]|^2 / gamma_k.
+
+Its fixed point is a stationary point of the criterion
+-(1/2) |a_k|^2/tau^2 - (q_k C/2) log tau^2 - (1/2) sum_l log det H_l (H_l held fixed,
+as in PQL).  The (1, ..., 1) direction of each block carries no data, contributes 0 to
+gamma and no mass to |a|^2, so effectively C - 1 contrasts per level are counted.
+
+**Standard errors.**  ``cov_beta`` is the beta block of the inverse penalised Hessian
+(level effects integrated out): exact by a dense inverse when the problem is small
+(``exact_cov_limit``), exact through the Schur complement with one factor (its level
+block is block diagonal), and with several factors at scale the Schur complement over
+the factor that gives the largest variance (conditional on the other factors; stated in
+``extra["cov_method"]``).  The level effects' ``se`` is sqrt(diag) of the same inverse
+(dense case) or the block inverse H_l^{-1} plus the beta uncertainty propagated through
+the coupling, H_l^{-1} + H_l^{-1} H_lb cov_beta H_bl H_l^{-1}.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .encoding import balance_deficit
+from .errors import ConvergenceWarning, DataError, ModelError, SingularFitWarning
+from .fitoutput import FactorEffects, FitOutput
+from .kernels import multinomial as km
+
+__all__ = ["fit_multinomial", "RIDGE", "FactorInput"]
+
+RIDGE = 1e-5          # prior precision used for a factor with prior_sd=None
+TAU_FLOOR = 1e-4      # smallest tau the empirical-Bayes update may return
+TAU_RTOL = 1e-6       # tau has settled when its relative change is below this
+TAU_MAX = 1e3         # largest tau the empirical-Bayes update may return
+
+
+@dataclass(frozen=True)
+class FactorInput:
+    """One high-cardinality factor as the solver sees it."""
+
+    name: str
+    codes: np.ndarray          # (n,) int32 level index 0..q-1
+    n_levels: int
+    levels: np.ndarray
+    counts: np.ndarray
+
+
+def _as_factors(factors: Sequence[Any], n: int) -> list[FactorInput]:
+    """Accept FactorCodes-like objects (name, codes, levels, counts) or (codes, n_levels) pairs."""
+    out = []
+    for k, f in enumerate(factors):
+        if hasattr(f, "codes"):
+            codes = np.asarray(f.codes)
+            levels = np.asarray(f.levels)
+            q = len(levels)
+            name = str(getattr(f, "name", f"g{k}"))
+            counts = np.asarray(getattr(f, "counts", None) if getattr(f, "counts", None) is not None
+                                else np.bincount(codes, minlength=q), dtype=np.int64)
+        else:
+            codes, q = f
+            codes = np.asarray(codes)
+            q = int(q)
+            levels = np.arange(q)
+            name = f"g{k}"
+            counts = np.bincount(codes.astype(np.int64), minlength=q).astype(np.int64)
+        if codes.shape != (n,):
+            raise DataError(f"factor {name!r}: codes have shape {codes.shape}, expected ({n},)")
+        if n and (codes.min() < 0 or codes.max() >= q):
+            bad = int(np.flatnonzero((codes < 0) | (codes >= q))[0])
+            raise DataError(f"factor {name!r}: row {bad} has level code {codes[bad]} outside 0..{q - 1}")
+        out.append(FactorInput(name, codes.astype(np.int32, copy=False), q, levels, counts))
+    return out
+
+
+def _resolve_prior(prior_sd: Any, factors: list[FactorInput]) -> list[Any]:
+    """One entry per factor: a positive float, None (ridge only) or "auto"."""
+    K = len(factors)
+    if isinstance(prior_sd, dict):
+        unknown = set(prior_sd) - {f.name for f in factors}
+        if unknown:
+            raise ModelError(f"prior_sd names factors that are not ^ terms: {sorted(unknown)}")
+        entries = [prior_sd.get(f.name, "auto") for f in factors]
+    elif isinstance(prior_sd, (list, tuple)):
+        if len(prior_sd) != K:
+            raise ModelError(f"prior_sd has {len(prior_sd)} entries for {K} ^ factors")
+        entries = list(prior_sd)
+    else:
+        entries = [prior_sd] * K
+    out = []
+    for f, e in zip(factors, entries):
+        if e is None or (isinstance(e, str) and e == "auto"):
+            out.append(e)
+            continue
+        try:
+            v = float(e)
+        except (TypeError, ValueError):
+            raise ModelError(f"prior_sd for ^{f.name} must be a positive number, None or 'auto', "
+                             f"not {e!r}") from None
+        if not np.isfinite(v) or v <= 0:
+            raise ModelError(f"prior_sd for ^{f.name} must be positive and finite, not {e!r}")
+        out.append(v)
+    return out
+
+
+def _check_outcome(y: np.ndarray, C: int, w: np.ndarray, n: int) -> np.ndarray:
+    if C < 2:
+        raise ModelError(f"a multinomial model needs at least 2 outcome classes, got {C}")
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise DataError(f"outcome codes have shape {y.shape}, expected ({n},)")
+    if n and (y.min() < 0 or y.max() >= C):
+        bad = int(np.flatnonzero((y < 0) | (y >= C))[0])
+        raise DataError(f"outcome: row {bad} has class code {y[bad]} outside 0..{C - 1}")
+    y = y.astype(np.int32, copy=False)
+    wc = np.bincount(y, weights=w, minlength=C)
+    present = np.flatnonzero(wc > 0)
+    if len(present) < 2:
+        raise ModelError("the outcome takes a single class in the data (all rows are class "
+                         f"{int(present[0]) if len(present) else '?'}); a multinomial model needs "
+                         "at least two observed classes")
+    if len(present) < C:
+        missing = [int(c) for c in np.flatnonzero(wc <= 0)]
+        raise ModelError(f"outcome classes {missing} have no rows with positive weight; "
+                         "drop unused classes before fitting")
+    return y
+
+
+class _Problem:
+    """Arrays of one fit, in solver layout (global level indices, per-level precision)."""
+
+    def __init__(self, X, factors, y, C, w, offset):
+        self.X = np.ascontiguousarray(X, dtype=np.float64)
+        self.n, self.p = self.X.shape
+        self.C = C
+        self.y = y
+        self.w = w
+        self.offset = offset
+        self.factors = factors
+        self.K = len(factors)
+        self.q = np.array([f.n_levels for f in factors], dtype=np.int64)
+        self.start = np.concatenate([[0], np.cumsum(self.q)]).astype(np.int64)
+        self.Q = int(self.start[-1])
+        gc = np.empty((max(self.K, 0), self.n), dtype=np.int32)
+        for k, f in enumerate(factors):
+            np.add(f.codes, np.int32(self.start[k]), out=gc[k], dtype=np.int32)
+        self.gcodes = gc
+        self.factor_of_level = np.repeat(np.arange(self.K), self.q)
+
+    def slice(self, k: int) -> slice:
+        return slice(int(self.start[k]), int(self.start[k + 1]))
+
+    def alpha_levels(self, alpha: np.ndarray) -> np.ndarray:
+        """Per-level prior precision (Q,) from the per-factor precisions (K,)."""
+        return alpha[self.factor_of_level] if self.K else np.zeros(0)
+
+
+def _start(prob: _Problem, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starting beta (class log-odds on an intercept column) and smoothed impact codes.
+
+    With class shares pi_c, level l of a factor starts at the shrunken log-ratio
+        a[l, c] = log((n_lc + m pi_c) / (n_l + m)) - log(pi_c),   m = max(1, alpha) C,
+    centred over classes; the first reduced Newton step rescales each factor's codes
+    (the current effect is one of its directions), so double counting between crossed
+    factors is undone at once.
+    """
+    C, X, w, y = prob.C, prob.X, prob.w, prob.y
+    wc = np.bincount(y, weights=w, minlength=C)
+    pi = wc / wc.sum()
+    beta = np.zeros((prob.p, C))
+    const = np.flatnonzero(np.all(X == X[:1], axis=0) & (X[0] != 0)) if prob.n else []
+    if len(const):
+        b = int(const[0])
+        beta[b] = (np.log(pi) - np.log(pi[0])) / X[0, b]
+    A = np.zeros((prob.Q, C))
+    for k in range(prob.K):
+        sl = prob.slice(k)
+        nlc = np.bincount(prob.factors[k].codes.astype(np.int64) * C + y, weights=w,
+                          minlength=int(prob.q[k]) * C).reshape(-1, C)
+        m = max(1.0, float(alpha[k])) * C
+        code = np.log((nlc + m * pi) / (nlc.sum(axis=1, keepdims=True) + m)) - np.log(pi)
+        A[sl] = code - code.mean(axis=1, keepdims=True)
+    return beta, A
+
+
+def _block_inverse(Hp: np.ndarray, alpha_l: np.ndarray, C: int) -> np.ndarray:
+    """(H_l + alpha_l I)^{-1} for every level (Q, C, C) from packed data blocks."""
+    H = km.unpack_blocks(Hp, C)
+    H[:, np.arange(C), np.arange(C)] += alpha_l[:, None]
+    return np.linalg.inv(H)
+
+
+def laplace_alpha(Hp: np.ndarray, G: np.ndarray, A: np.ndarray, alpha0: float) -> float:
+    """Prior precision 1/tau^2 of one factor maximising its Laplace (PQL) criterion.
+
+    Around the current effects A (q, C) the log likelihood is quadratic in each level's
+    effects: G_l'(a - a_l) - (a - a_l)' H_l (a - a_l)/2, H_l the data block (packed Hp).
+    With z_l = G_l + H_l a_l the criterion of alpha = 1/tau^2 is
+
+        L(alpha) = sum_l [ z_l'(H_l + alpha I)^{-1} z_l + C log alpha - log det(H_l + alpha I) ] / 2,
+
+    and its stationarity condition, in u = log alpha,
+
+        h(u) = q C - alpha sum_l tr (H_l + alpha I)^{-1} - alpha sum_l |(H_l + alpha I)^{-1} z_l|^2 = 0,
+
+    is MacKay's fixed point alpha = gamma / |a(alpha)|^2.  h > 0 for small alpha; if h
+    stays positive up to 1/TAU_FLOOR^2 the estimate is on the boundary (tau = TAU_FLOOR).
+    Solved by secant steps from the current value, with a bracketing fallback.
+    """
+    from scipy.optimize import brentq
+
+    q, C = G.shape
+    z = G + km.block_matvec(Hp, A)
+
+    def h(u: float) -> float:
+        alpha = float(np.exp(u))
+        x, tr = km.block_solve(Hp, np.full(q, alpha), z)
+        return q * C - alpha * float(np.sum(tr)) - alpha * float(np.sum(x * x))
+
+    lo, hi = np.log(1.0 / TAU_MAX ** 2), np.log(1.0 / TAU_FLOOR ** 2)
+    u0 = float(np.clip(np.log(alpha0), lo, hi))
+    h0 = h(u0)
+    u1 = u0 + (0.05 if h0 > 0 else -0.05)
+    h1 = h(u1)
+    for _ in range(30):                       # secant
+        if h1 == h0:
+            break
+        u2 = u1 - h1 * (u1 - u0) / (h1 - h0)
+        if not (lo <= u2 <= hi) or not np.isfinite(u2):
+            break
+        u0, h0, u1, h1 = u1, h1, u2, h(u2)
+        if abs(u1 - u0) < 1e-10:
+            return float(np.exp(u1))
+    if h(hi) > 0:
+        return float(np.exp(hi))
+    if h(lo) < 0:
+        return float(np.exp(lo))
+    return float(np.exp(brentq(h, lo, hi, xtol=1e-12)))
+
+
+def _robust_solve(H: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Solve H d = g for a symmetric positive semi-definite H, dropping null directions."""
+    d = np.sqrt(np.clip(np.diag(H), 0, None))
+    keep = d > 0
+    out = np.zeros_like(g)
+    if not keep.any():
+        return out
+    Hs = H[np.ix_(keep, keep)] / np.outer(d[keep], d[keep])
+    vals, vecs = np.linalg.eigh(Hs)
+    cut = vals.max() * 1e-11
+    inv = np.where(vals > cut, 1.0 / np.where(vals > cut, vals, 1.0), 0.0)
+    out[keep] = (vecs @ (inv * (vecs.T @ (g[keep] / d[keep])))) / d[keep]
+    return out
+
+
+def fit_multinomial(X: np.ndarray, factors: Sequence[Any], y_codes: np.ndarray, n_classes: int,
+                    weights: np.ndarray | None = None, offset: np.ndarray | None = None,
+                    prior_sd: Any = "auto", *, tol: float = 1e-6, maxiter: int = 200,
+                    verbose: bool = False, exact_cov_limit: int = 3000,
+                    callback=None) -> FitOutput:
+    """Fit the multinomial model of the module docstring; arrays in, :class:`FitOutput` out.
+
+    Parameters
+    ----------
+    X : (n, p) fixed-effects design (may have p = 0 columns).
+    factors : one entry per ``^`` factor: a ``FactorCodes``-like object (``name``, ``codes``
+        int32, ``levels``, ``counts``) or a ``(codes, n_levels)`` pair.
+    y_codes : (n,) class index 0..C-1 of every row.
+    n_classes : C.
+    weights : (n,) prior (frequency) weights, default ones.
+    offset : (n, C) per-class offsets, or None.  (A per-row offset common to all classes
+        cancels in the softmax; pass it as (n, C) if you mean it.)
+    prior_sd : "auto" (empirical Bayes per factor), a positive number, None (ridge 1e-5
+        only), or a list (one per factor) / dict (factor name -> value) of those.
+    tol : the largest absolute penalised gradient at convergence.
+    maxiter : iterations (each is about two passes over the rows).
+    exact_cov_limit : dense exact covariance when p(C-1) + Q C is at most this.
+
+    Returns
+    -------
+    FitOutput with ``beta`` (p, C) (column 0 zero), ``cov_beta`` (p(C-1), p(C-1)) over
+    ``beta[:, 1:]`` in row-major (variable, class) order, ``effects`` with (q, C) effect and
+    se arrays, ``eta``/``mu`` empty (an (n, C) copy is never kept; see ``extra``), and
+    ``extra`` holding the training ``loglik``, ``null_loglik``, ``confusion`` (C, C),
+    ``grad_max``, ``n_passes``, ``cov_method``, ``tau_history`` and ``alpha``.
+    """
+    t0 = time.perf_counter()
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise DataError(f"X must be two-dimensional, got shape {X.shape}")
+    n = X.shape[0]
+    C = int(n_classes)
+    w = np.ones(n) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise DataError(f"weights have shape {w.shape}, expected ({n},)")
+    if n and (not np.all(np.isfinite(w)) or w.min() < 0):
+        bad = int(np.flatnonzero(~np.isfinite(w) | (w < 0))[0])
+        raise DataError(f"weights: row {bad} has weight {w[bad]}; weights must be finite and >= 0")
+    if not np.all(np.isfinite(X)):
+        bad = int(np.argwhere(~np.isfinite(X))[0, 0])
+        raise DataError(f"X: row {bad} has a non-finite value")
+    y = _check_outcome(y_codes, C, w, n)
+    offset = _check_offset(offset, n, C)
+    facs = _as_factors(factors, n)
+    prior = _resolve_prior(prior_sd, facs)
+    prob = _Problem(X, facs, y, C, w, offset)
+    if prob.p == 0 and prob.K == 0:
+        raise ModelError("the model has neither fixed terms nor ^ factors")
+    auto = np.array([isinstance(e, str) for e in prior], dtype=bool)
+    alpha = np.array([RIDGE if e is None else (1.0 if isinstance(e, str) else 1.0 / e ** 2)
+                      for e in prior], dtype=np.float64)
+    beta, A = _start(prob, alpha)
+    state = _Loop(prob, alpha, auto, tol, maxiter, verbose, callback)
+    beta, A, alpha, converged, n_iter = state.run(beta, A)
+    return _finish(prob, beta, A, alpha, auto, prior, converged, n_iter, state, exact_cov_limit, t0)
+
+
+def _check_offset(offset, n, C):
+    if offset is None:
+        return None
+    off = np.asarray(offset, dtype=np.float64)
+    if off.shape == (n,):
+        return None if not np.any(off) else np.ascontiguousarray(np.repeat(off[:, None], C, axis=1))
+    if off.shape != (n, C):
+        raise DataError(f"offset has shape {off.shape}, expected ({n}, {C}) or ({n},)")
+    if not np.all(np.isfinite(off)):
+        raise DataError(f"offset: row {int(np.argwhere(~np.isfinite(off))[0, 0])} is not finite")
+    return np.ascontiguousarray(off)
+
+
+class _Loop:
+    """The re-encoding Newton iterations (state kept between iterations)."""
+
+    def __init__(self, prob, alpha, auto, tol, maxiter, verbose, callback):
+        self.prob, self.alpha, self.auto = prob, alpha.copy(), auto
+        self.tol, self.maxiter, self.verbose, self.callback = tol, maxiter, verbose, callback
+        self.buffers = km.LevelPassBuffers(prob.n, prob.p, max(prob.Q, 1), prob.C, True)
+        self.n_passes = 0
+        self.rows: list[dict] = []
+        self.tau_history: list[np.ndarray] = []
+        self.grad_max = np.inf
+        self.Hp = None
+        self.trinv = None
+
+    def pass_a(self, beta, A):
+        prob = self.prob
+        Ause = A if prob.Q else np.zeros((1, prob.C))
+        ll, gb, G, Hp = km.level_pass(prob.X, beta, prob.gcodes, Ause, prob.y, prob.w,
+                                      prob.offset, True, self.buffers)
+        self.n_passes += 1
+        return ll, gb.copy(), G[:prob.Q].copy(), Hp[:prob.Q].copy()
+
+    def logpost(self, ll, A, alpha_l):
+        return ll - 0.5 * float(np.sum(alpha_l * np.sum(A * A, axis=1)))
+
+    def run(self, beta, A):
+        prob, C = self.prob, self.prob.C
+        tstart = time.perf_counter()
+        ll, gb, G, Hp = self.pass_a(beta, A)
+        prev_step = [None] * prob.K
+        converged = False
+        it = 0
+        step_len = np.nan
+        const = _intercept_column(prob.X)
+        while True:
+            if const is not None:
+                beta, A = _center(prob, beta, A, const)
+            alpha_l = prob.alpha_levels(self.alpha)
+            tau_moved = False
+            if self.auto.any():
+                new_alpha = self.alpha.copy()
+                for k in np.flatnonzero(self.auto):
+                    sl = prob.slice(k)
+                    new_alpha[k] = laplace_alpha(Hp[sl], G[sl], A[sl], self.alpha[k])
+                rel = np.abs(np.sqrt(self.alpha / new_alpha) - 1.0)
+                if np.any(rel > TAU_RTOL):
+                    tau_moved = True
+                    self.alpha = new_alpha
+                    alpha_l = prob.alpha_levels(self.alpha)
+            self.tau_history.append(1.0 / np.sqrt(self.alpha))
+            Gpen = balance_deficit(G, A, alpha_l[:, None]) if prob.K else G
+            obj = self.logpost(ll, A, alpha_l)
+            gmax = max(float(np.max(np.abs(gb[:, 1:]), initial=0.0)),
+                       float(np.max(np.abs(Gpen), initial=0.0)))
+            self.grad_max = gmax
+            self._log(it, obj, gmax, step_len, tstart)
+            if prob.K:
+                steps, trinv = km.block_solve(Hp, alpha_l, Gpen)
+            self.Hp, self.trinv = Hp, (trinv if prob.K else np.zeros(0))
+            if gmax < self.tol and not tau_moved:
+                converged = True
+                break
+            if it >= self.maxiter:
+                break
+            it += 1
+            # directions per factor: impact step, previous step, current effect
+            dirs, dfac = [], []
+            for k in range(prob.K):
+                sl = prob.slice(k)
+                for d in (steps[sl], prev_step[k], A[sl]):
+                    if d is not None and np.any(d):
+                        full = np.zeros((prob.Q, C))
+                        full[sl] = d
+                        dirs.append(full)
+                        dfac.append(k)
+            D = np.array(dirs) if dirs else np.zeros((0, max(prob.Q, 1), C))
+            dfac = np.array(dfac, dtype=np.int64)
+            Ause = A if prob.Q else np.zeros((1, C))
+            Hs = km.subspace_hessian(prob.X, beta, prob.gcodes, Ause, prob.w, D, dfac, prob.offset)
+            self.n_passes += 1
+            pb = prob.p * (C - 1)
+            gs = np.concatenate([gb[:, 1:].ravel(), [float(np.sum(Gpen * d)) for d in D]])
+            for j in range(len(D)):
+                for j2 in range(len(D)):
+                    if dfac[j] == dfac[j2]:
+                        Hs[pb + j, pb + j2] += self.alpha[dfac[j]] * float(np.sum(D[j] * D[j2]))
+            delta = _robust_solve(Hs, gs)
+            dbeta = np.zeros_like(beta)
+            dbeta[:, 1:] = delta[:pb].reshape(prob.p, C - 1)
+            dA = np.tensordot(delta[pb:], D, axes=1) if len(D) else np.zeros_like(A)
+            # step halving
+            t = 1.0
+            for _ in range(40):
+                beta_t = beta + t * dbeta
+                A_t = A + t * dA
+                ll_t, gb_t, G_t, Hp_t = self.pass_a(beta_t, A_t)
+                obj_t = self.logpost(ll_t, A_t, alpha_l)
+                if np.isfinite(obj_t) and obj_t >= obj - 1e-12 * (1.0 + abs(obj)):
+                    break
+                t *= 0.5
+            else:
+                warnings.warn("step halving failed to improve the log posterior; stopping",
+                              ConvergenceWarning, stacklevel=3)
+                break
+            for k in range(prob.K):
+                sl = prob.slice(k)
+                prev_step[k] = t * dA[sl]
+            beta, A = beta_t, A_t
+            ll, gb, G, Hp = ll_t, gb_t, G_t, Hp_t
+            step_len = t
+        return beta, A, self.alpha, converged, it
+
+    def _log(self, it, obj, gmax, step_len, tstart):
+        row = {"iteration": it, "objective": -obj, "max_grad": gmax, "step": step_len,
+               "passes": self.n_passes, "seconds": time.perf_counter() - tstart}
+        for k, f in enumerate(self.prob.factors):
+            row[f"tau[{f.name}]"] = 1.0 / np.sqrt(self.alpha[k])
+        self.rows.append(row)
+        if self.verbose:
+            taus = " ".join(f"tau[{f.name}]={row[f'tau[{f.name}]']:.5g}" for f in self.prob.factors)
+            print(f"iter {it:3d}  objective {row['objective']:.10g}  max|grad| {gmax:.3e}  "
+                  f"step {step_len:.3g}  passes {self.n_passes}  {row['seconds']:.2f}s  {taus}",
+                  flush=True)
+        if self.callback is not None:
+            self.callback(row)
+
+
+def _intercept_column(X: np.ndarray) -> int | None:
+    """Index of a nonzero constant column of X (the intercept), or None."""
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        return None
+    const = np.flatnonzero(np.all(X == X[:1], axis=0) & (X[0] != 0))
+    return int(const[0]) if len(const) else None
+
+
+def _center(prob: _Problem, beta, A, b: int):
+    """Move each factor's per-class mean effect into the intercept (column b of X).
+
+    eta is unchanged: a_k[l, c] -= m_kc, beta[b, c] += (m_kc - m_k0) / x_b (the common
+    shift m_k0 cancels in the softmax), while the prior penalty can only drop, so the
+    log posterior does not decrease.  At the mode every factor has sum_l a_k[l, c] = 0
+    (sum the level gradients and use the intercept's), so this removes, at no cost, the
+    direction in which intercept and factor means are confounded and only the prior
+    decides: the ill-conditioned mode of crossed designs.
+    """
+    if prob.K == 0:
+        return beta, A
+    A = A.copy()
+    beta = beta.copy()
+    for k in range(prob.K):
+        sl = prob.slice(k)
+        m = A[sl].mean(axis=0)
+        A[sl] -= m
+        beta[b] += (m - m[0]) / prob.X[0, b]
+    return beta, A
+
+
+def _dense_hessian(prob: _Problem, beta, A, alpha_l) -> np.ndarray:
+    """The full penalised information matrix over (vec beta[:, 1:], vec A) (small problems)."""
+    import scipy.sparse as sp
+
+    n, p, C, Q = prob.n, prob.p, prob.C, prob.Q
+    Ause = A if Q else np.zeros((1, C))
+    P = km.predict_proba(prob.X, beta, prob.gcodes, Ause, prob.offset)
+    W = prob.w[:, None, None] * (np.einsum("ic,cd->icd", P, np.eye(C)) - P[:, :, None] * P[:, None, :])
+    pb = p * (C - 1)
+    D = pb + Q * C
+    # Jacobian of eta_i (C) in theta as a sparse (n*C, D) matrix
+    rows, cols, vals = [], [], []
+    ri = np.arange(n)
+    for b in range(p):
+        for c in range(1, C):
+            rows.append(ri * C + c)
+            cols.append(np.full(n, b * (C - 1) + c - 1))
+            vals.append(prob.X[:, b])
+    for k in range(prob.K):
+        for c in range(C):
+            rows.append(ri * C + c)
+            cols.append(pb + prob.gcodes[k].astype(np.int64) * C + c)
+            vals.append(np.ones(n))
+    J = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(n * C, D))
+    ii = (np.arange(n)[:, None, None] * C + np.arange(C)[None, :, None]).repeat(C, axis=2)
+    jj = (np.arange(n)[:, None, None] * C + np.arange(C)[None, None, :]).repeat(C, axis=1)
+    Wb = sp.csr_matrix((W.ravel(), (ii.ravel(), jj.ravel())), shape=(n * C, n * C))
+    H = (J.T @ Wb @ J).toarray()
+    H[np.arange(pb, D), np.arange(pb, D)] += np.repeat(alpha_l, C)
+    return H
+
+
+def _finish(prob, beta, A, alpha, auto, prior, converged, n_iter, state, exact_cov_limit, t0):
+    C, p, Q, K = prob.C, prob.p, prob.Q, prob.K
+    pb = p * (C - 1)
+    alpha_l = prob.alpha_levels(alpha)
+    if not converged:
+        warnings.warn(f"the multinomial fit did not converge in {n_iter} iterations "
+                      f"(max |gradient| {state.grad_max:.3g} > tol {state.tol:g})",
+                      ConvergenceWarning, stacklevel=3)
+    Hp = state.Hp
+    Hinv = _block_inverse(Hp, alpha_l, C) if K else np.zeros((0, C, C))
+    Ause = A if Q else np.zeros((1, C))
+    D = pb + Q * C
+    se_eff = np.zeros((Q, C))
+    if D <= exact_cov_limit and prob.n * C * C <= 5e7:
+        Hfull = _dense_hessian(prob, beta, A, alpha_l)
+        cov = _safe_inv(Hfull)
+        cov_beta = cov[:pb, :pb]
+        se_eff = np.sqrt(np.clip(np.diag(cov)[pb:], 0, None)).reshape(Q, C)
+        cov_method = "exact (dense inverse of the penalised Hessian)"
+    else:
+        if K:
+            cross = km.beta_level_cross(prob.X, beta, prob.gcodes, Ause, prob.w, prob.offset)
+            cross = cross[:, :, 1:, :].reshape(Q, pb, C)       # H_{beta, level} blocks
+        Hbb = _beta_information(prob, beta, Ause)
+        cov_beta, cov_method, best_k = _schur_cov(prob, Hbb, cross if K else None, Hinv)
+        for k in range(K):
+            sl = prob.slice(k)
+            var = np.diagonal(Hinv[sl], axis1=1, axis2=2).copy()
+            if pb and k == best_k:
+                M = np.einsum("qcd,qbd->qcb", Hinv[sl], cross[sl])   # H_l^{-1} H_lb
+                var += np.einsum("qcb,bB,qcB->qc", M, cov_beta, M)
+            se_eff[sl] = np.sqrt(np.clip(var, 0, None))
+    effects = []
+    for k, f in enumerate(prob.factors):
+        sl = prob.slice(k)
+        edf = float(np.sum(C - alpha[k] * state.trinv[sl]))
+        tau = None if prior[k] is None else float(1.0 / np.sqrt(alpha[k]))
+        effects.append(FactorEffects(f.name, f.levels, f.counts, A[sl].copy(), se_eff[sl],
+                                     tau, edf, bool(auto[k])))
+        if auto[k] and tau is not None and tau <= TAU_FLOOR * 1.0001:
+            warnings.warn(f"the prior sd of ^{f.name} is estimated at the boundary (0): the factor "
+                          "explains nothing beyond the rest of the model", SingularFitWarning, stacklevel=3)
+    ll, conf, _ = km.score_pass(prob.X, beta, prob.gcodes, Ause, prob.y, prob.w, prob.offset)
+    wc = np.bincount(prob.y, weights=prob.w, minlength=C)
+    null_ll = float(np.sum(wc[wc > 0] * np.log(wc[wc > 0] / wc.sum())))
+    log = pd.DataFrame(state.rows)
+    extra = {"loglik": float(ll), "null_loglik": null_ll, "confusion": conf,
+             "grad_max": float(state.grad_max), "n_passes": state.n_passes,
+             "cov_method": cov_method, "alpha": alpha.copy(),
+             "tau_history": np.array(state.tau_history), "n_classes": C,
+             "penalty": 0.5 * float(np.sum(alpha_l * np.sum(A * A, axis=1))),
+             "seconds": time.perf_counter() - t0, "nobs": int(np.sum(prob.w > 0)),
+             "sum_weights": float(prob.w.sum())}
+    empty = np.empty((0, C))
+    return FitOutput(beta=beta, cov_beta=cov_beta, eta=empty, mu=empty, scale=1.0,
+                     n_iter=n_iter, converged=converged, log=log, effects=tuple(effects), extra=extra)
+
+
+def _beta_information(prob, beta, Ause):
+    """X' W X over beta[:, 1:] (the prior-free fixed-effects block)."""
+    dirs = np.zeros((0, Ause.shape[0], prob.C))
+    return km.subspace_hessian(prob.X, beta, prob.gcodes, Ause, prob.w, dirs,
+                               np.zeros(0, dtype=np.int64), prob.offset)
+
+
+def _schur_cov(prob, Hbb, cross, Hinv):
+    """cov(beta) from Schur complements over each factor's (block-diagonal) level block.
+
+    With one factor the result is exact.  With several, each factor's complement
+    Hbb - sum_l H_bl H_l^{-1} H_lb is the information about beta when that factor is
+    integrated out and the others held fixed; the one with the largest total variance
+    is reported (an approximation, stated in ``cov_method``).
+    """
+    if prob.p == 0 or Hbb.size == 0:
+        return np.zeros((0, 0)), "none", -1
+    if prob.K == 0:
+        return _safe_inv(Hbb), "exact (inverse information)", -1
+    best, best_k, best_tr = None, -1, -np.inf
+    for k in range(prob.K):
+        sl = prob.slice(k)
+        M = np.einsum("qcd,qbd->qcb", Hinv[sl], cross[sl])
+        S = Hbb - np.einsum("qbc,qcB->bB", cross[sl], M)
+        cov = _safe_inv(S)
+        tr = float(np.trace(cov))
+        if tr > best_tr:
+            best, best_k, best_tr = cov, k, tr
+    method = ("exact (Schur complement over the level blocks)" if prob.K == 1 else
+              f"approximate: Schur complement over ^{prob.factors[best_k].name}, "
+              "the other factors held fixed")
+    return best, method, best_k
+
+
+def _safe_inv(H):
+    try:
+        return np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(H)
+
+
+def __getattr__(name: str):
+    """``MultinomialResults`` and ``fit_design`` live one layer up (multinomial_results);
+    they are reachable from here lazily so that model.py can dispatch to this module."""
+    if name in ("MultinomialResults", "fit_design", "Metrics"):
+        from . import multinomial_results
+
+        return getattr(multinomial_results, name)
+    raise AttributeError(f"module 'impactglm.multinomial' has no attribute {name!r}")
