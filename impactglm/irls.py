@@ -30,7 +30,7 @@ from scipy import linalg
 from .errors import ConvergenceWarning, DataError, ModelError, SeparationWarning
 from .families import Family, get_family
 from .fitoutput import FitOutput
-from .kernels.glm import irls_pass
+from .kernels.glm import irls_pass, weighted_gram
 
 __all__ = ["fit_irls", "null_deviance", "aliased_columns"]
 
@@ -53,33 +53,40 @@ def aliased_columns(X: np.ndarray, W: np.ndarray, rtol: float) -> list[int]:
     return [j for j in range(X.shape[1]) if norms[j] == 0 or diag[j] < rtol * norms[j]]
 
 
-def _wls(X: np.ndarray, W: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """beta = (X'WX)^-1 X'Wz and (X'WX)^-1.
+_PIVOT_TOL = 1e-4      # scaled-Cholesky pivots below this: fall back to QR (and rank check)
 
-    Cholesky of the Jacobi-scaled Gram matrix; if that is ill-conditioned
-    (smallest pivot^2 < 1e-8) the solve falls back to QR of sqrt(W) X, which does
-    not square the condition number.
+
+def _wls(X: np.ndarray, W: np.ndarray, z: np.ndarray, *, force_qr: bool = False
+         ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """beta = (X'WX)^-1 X'Wz, (X'WX)^-1, and whether the QR path was taken.
+
+    Cholesky of the Jacobi-scaled Gram matrix S = D^-1 X'WX D^-1 (D^2 = diag X'WX).
+    Its pivot L_jj is the norm of column j of sqrt(W)X orthogonalised against the
+    earlier columns, relative to the column's norm: the quantity R's rank check
+    (dqrdc2) thresholds.  When a pivot is below 1e-4 the Gram matrix is too
+    ill-conditioned to trust, and the solve uses QR of sqrt(W) X instead (which does
+    not square the condition number); the caller then runs the exact rank check.
     """
+    if not force_qr:
+        G, Xtz = weighted_gram(X, W, z)          # one numba pass, no (n, p) temporary
+        d = np.sqrt(np.diag(G))
+        if np.all(d > 0):
+            try:
+                c, low = linalg.cho_factor(G / np.outer(d, d), lower=True, check_finite=False)
+                ok = np.min(np.abs(np.diag(c))) > _PIVOT_TOL
+            except linalg.LinAlgError:
+                ok = False
+            if ok:
+                beta = linalg.cho_solve((c, low), Xtz / d, check_finite=False) / d
+                inv = linalg.cho_solve((c, low), np.eye(len(d)), check_finite=False)
+                return beta, inv / np.outer(d, d), False
     sw = np.sqrt(W)
     Xw = X * sw[:, None]
     zw = z * sw
-    G = Xw.T @ Xw
-    d = np.sqrt(np.diag(G))
-    d[d == 0] = 1.0
-    Gs = G / np.outer(d, d)
-    try:
-        c, low = linalg.cho_factor(Gs, lower=True, check_finite=False)
-        ok = np.min(np.diag(c)) ** 2 > 1e-8
-    except linalg.LinAlgError:
-        ok = False
-    if ok:
-        beta = linalg.cho_solve((c, low), (Xw.T @ zw) / d, check_finite=False) / d
-        inv = linalg.cho_solve((c, low), np.eye(len(d)), check_finite=False) / np.outer(d, d)
-        return beta, inv
     Q, R = np.linalg.qr(Xw)
     beta = linalg.solve_triangular(R, Q.T @ zw)
     Rinv = linalg.solve_triangular(R, np.eye(R.shape[0]))
-    return beta, Rinv @ Rinv.T
+    return beta, Rinv @ Rinv.T, True
 
 
 def _check_inputs(X, y, weights, offset, column_names):
@@ -104,6 +111,16 @@ def _check_inputs(X, y, weights, offset, column_names):
         raise DataError(f"weights must be non-negative; row {int(np.flatnonzero(weights < 0)[0])} "
                         "is negative")
     return X, y, weights, offset
+
+
+def _check_rank(X: np.ndarray, W: np.ndarray, rtol: float, column_names) -> None:
+    """ModelError naming the aliased columns of sqrt(W) X (rows with W > 0), if any."""
+    good = W > 0
+    aliased = aliased_columns(X[good], W[good], rtol)
+    if aliased:
+        names = ", ".join(repr(column_names[j]) for j in aliased)
+        raise ModelError(f"the design matrix is rank deficient: column(s) {names} are linear "
+                         "combinations of earlier columns (aliased); remove them from the formula")
 
 
 def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: np.ndarray | None,
@@ -136,7 +153,8 @@ def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: n
         raise ModelError(f"cannot find valid starting values for the {family.name} family with "
                          f"the {family.link.name} link (check the response range)")
 
-    rank_tol = min(1e-7, tol / 1000)
+    rank_tol = min(1e-7, tol / 1000)          # R's glm.fit: min(1e-7, epsilon / 1000)
+    force_qr = False
     beta = coefold = None
     cov_unscaled = None
     converged = boundary = False
@@ -145,14 +163,11 @@ def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: n
     t0 = time.perf_counter()
     it = 0
     for it in range(1, maxiter + 1):
-        if it == 1:
-            aliased = aliased_columns(X[weights > 0], W[weights > 0], rank_tol)
-            if aliased:
-                names = ", ".join(repr(column_names[j]) for j in aliased)
-                raise ModelError(f"the design matrix is rank deficient: column(s) {names} are "
-                                 "linear combinations of earlier columns (aliased); remove them "
-                                 "from the formula")
-        beta, cov_unscaled = _wls(X, W, z)
+        beta, cov_unscaled, used_qr = _wls(X, W, z, force_qr=force_qr)
+        if used_qr and not force_qr:
+            if it == 1:           # R checks the rank of the weighted X; aliased -> ModelError
+                _check_rank(X, W, rank_tol, column_names)
+            force_qr = True       # ill-conditioned: stay on the QR path
         W_fit, W = W, W_fit                      # keep the weights of this fit (R's fit$weights)
         if not np.all(np.isfinite(beta)):
             warnings.warn(f"IRLS: non-finite coefficients at iteration {it}", ConvergenceWarning,

@@ -265,3 +265,20 @@ def test_no_warning_on_a_regular_fit():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fit_case(CASES["gamma_inverse"])
+
+
+def test_ill_conditioned_design_uses_qr_and_matches_lstsq():
+    """Columns x, x^2 on x in [1000, 1001]: the Gram matrix is too ill-conditioned for
+    Cholesky (pivot < 1e-4), the QR path gives the least-squares solution."""
+    rng = np.random.default_rng(5)
+    x = rng.uniform(1000, 1001, 200)
+    y = 3 + 0.5 * (x - 1000) + rng.normal(0, 0.1, 200)
+    data = pd.DataFrame({"x": x, "y": y})
+    res = ig.glm("y ~ x + I(x**2)", data).fit()
+    X = np.column_stack([np.ones_like(x), x, x**2])
+    want, *_ = np.linalg.lstsq(X, y, rcond=None)
+    np.testing.assert_allclose(res.params.to_numpy(), want, rtol=1e-6)
+    rss = np.sum((y - X @ want) ** 2)
+    assert res.deviance == pytest.approx(rss, rel=1e-8)
+    from impactglm.irls import _wls
+    assert _wls(X, np.ones_like(x), y)[2]       # the QR path was taken

@@ -173,3 +173,18 @@ def test_validity_kernels_match_numpy_twins(fam, which):
     else:
         for link in LINKS:
             np.testing.assert_array_equal(run(vals, link, 1), L.valid_eta_numpy(vals, link))
+
+
+def test_weighted_gram_matches_numpy_twin():
+    from impactglm.kernels.glm import weighted_gram, weighted_gram_numpy
+
+    rng = np.random.default_rng(7)
+    X = rng.uniform(0.1, 2.0, (500, 6))        # positive entries: no cancellation in the sums
+    W = rng.uniform(0, 3, 500)
+    W[::10] = 0.0
+    z = rng.uniform(0.5, 1.5, 500)
+    G, b = weighted_gram(X, W, z)
+    G2, b2 = weighted_gram_numpy(X, W, z)
+    np.testing.assert_allclose(G, G2, rtol=KERNEL_RTOL, atol=0)
+    np.testing.assert_allclose(b, b2, rtol=KERNEL_RTOL, atol=0)
+    np.testing.assert_array_equal(G, G.T)

@@ -60,3 +60,35 @@ def irls_pass_numpy(y, w, eta, offset, link_code, family_code, mu, W, z):
         pos = w > 0.0
         dev = float(np.sum(w[pos] * unit_deviance_numpy(y[pos], mu[pos], family_code)))
     return dev, ok
+
+
+@njit(cache=True)
+def weighted_gram(X, W, z):
+    """(X'WX, X'Wz) in one pass over the rows, without an (n, p) temporary.
+
+    Only the lower triangle is accumulated (then mirrored); rows with W_i = 0 are skipped.
+    """
+    n, p = X.shape
+    G = np.zeros((p, p))
+    b = np.zeros(p)
+    for i in range(n):
+        wi = W[i]
+        if wi == 0.0:
+            continue
+        wz = wi * z[i]
+        for j in range(p):
+            xij = X[i, j]
+            wx = wi * xij
+            b[j] += xij * wz
+            for k in range(j + 1):
+                G[j, k] += wx * X[i, k]
+    for j in range(p):
+        for k in range(j):
+            G[k, j] = G[j, k]
+    return G, b
+
+
+def weighted_gram_numpy(X, W, z):
+    """NumPy twin of :func:`weighted_gram`."""
+    XW = X * W[:, None]
+    return XW.T @ X, XW.T @ z
