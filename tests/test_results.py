@@ -182,3 +182,30 @@ def test_load_rejects_other_files(tmp_path):
     bad.write_text("not json")
     with pytest.raises(DataError, match="not JSON"):
         load(bad)
+
+
+def test_round_trip_with_the_solver(tmp_path):
+    """A real ^ fit (fixed prior sd: fast) predicts identically after save/load."""
+    sim = ig.make_ratings(400, 30, 15, kind="binary", seed=1)
+    res = ig.glm("y ~ age + ^UserID + ^MovieID", sim.data, family="binomial",
+                 prior_sd={"UserID": 0.5, "MovieID": 0.3}).fit()
+    assert res.prior_sd == {"UserID": 0.5, "MovieID": 0.3}
+    frame = res.level_effects("UserID")
+    assert frame["n"].sum() == res.nobs
+    assert set(frame.index) == set(sim.data["UserID"])
+    # in-sample eta = X beta + effects of the rows' levels
+    eta = res.predict(which="linear")
+    by_hand = (res.params["Intercept"] + res.params["age"] * sim.data["age"]
+               + frame["effect"].reindex(sim.data["UserID"]).to_numpy()
+               + res.level_effects("MovieID")["effect"].reindex(sim.data["MovieID"]).to_numpy())
+    np.testing.assert_allclose(eta, by_hand, rtol=1e-12)
+    res.save(tmp_path / "hc.json")
+    loaded = ig.load(tmp_path / "hc.json")
+    new = sim.data.iloc[::3].copy()
+    new.loc[new.index[:2], "UserID"] = 10_000         # unseen
+    with pytest.warns(UnseenLevelWarning):
+        a = res.predict(new)
+    with pytest.warns(UnseenLevelWarning):
+        b = loaded.predict(new)
+    pd.testing.assert_series_equal(a, b, check_exact=True)
+    assert loaded.last_unseen == {"UserID": 2, "MovieID": 0}
