@@ -10,7 +10,8 @@ Definitions (w prior weights, V the variance function, d the unit deviance):
 * deviance = sum w d(y, mu); null_deviance as R (intercept-only refit when there is an offset)
 * pearson_chi2 = sum w (y - mu)^2 / V(mu)
 * llf, aic as R's logLik/AIC (profiled sigma for gaussian, D/sum(w) for gamma);
-  bic = -2 llf + log(nobs) * (rank [+ 1 if the dispersion is estimated])
+  bic = -2 llf + log(n) * (rank [+ 1 if the dispersion is estimated]), n = all rows
+  (R's logLik counts zero-weight rows; ``nobs`` = rows with positive weight, as R's nobs())
 * tvalues = params / bse; p-values and conf_int() use Student's t with df_resid
   degrees of freedom when the dispersion is estimated and the normal otherwise (R's
   summary.glm); conf_int() is the Wald interval.
@@ -123,7 +124,8 @@ class GLMResults:
             "scale": float(fit.scale),
             "llf": llf,
             "aic": -2 * llf + 2 * (k + extra_par),
-            "bic": -2 * llf + np.log(nobs) * (k + extra_par),
+            # R's BIC takes n from logLik.glm, which counts zero-weight rows too
+            "bic": -2 * llf + np.log(len(y)) * (k + extra_par),
             "nobs": nobs,
             "df_model": k - (1 if intercept else 0),
             "df_resid": float(fit.extra.get("df_resid", nobs - k)),

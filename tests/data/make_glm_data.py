@@ -50,5 +50,6 @@ data = pd.DataFrame({
     "y_gamma_log": rng.gamma(shape, mu_glog / shape),
     "outcome": np.where(rng.uniform(size=n) < expit(0.5 * x1 - 0.2), "yes", "no"),
 })
+data["w0"] = w * (rng.uniform(size=n) > 0.1)          # prior weights with zeros
 assert (data["y_gausslog"] > 0).all()
 data.to_csv(Path(__file__).with_name("glm_data.csv"), index=False, float_format="%.17g")

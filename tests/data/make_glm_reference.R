@@ -33,6 +33,8 @@ cases <- list(
   list(name = "poisson_noint_weights", py = "count ~ x1 + np.log(x3) - 1",
        r = "count ~ x1 + log(x3) - 1", family = "poisson", link = "log", weights = "w",
        offset = "logexp"),
+  list(name = "poisson_zero_weights", py = "count ~ x1 + C(k)", r = "count ~ x1 + k",
+       family = "poisson", link = "log", weights = "w0"),
   list(name = "gamma_inverse", py = "y_gamma_inv ~ x3 + x1", r = "y_gamma_inv ~ x3 + x1",
        family = "gamma", link = "inverse"),
   list(name = "gamma_log_weights", py = "y_gamma_log ~ x1 + I(x2**2)", r = "y_gamma_log ~ x1 + I(x2^2)",
