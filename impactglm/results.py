@@ -37,6 +37,10 @@ from .fitoutput import FactorEffects, FitOutput
 __all__ = ["GLMResults", "Summary"]
 
 
+# FitOutput.extra entries shown as the convergence certificate of ^ fits
+_CERTIFICATE_KEYS = ("max_grad", "max_step", "rel_obj_change", "n_passes", "grad_tol")
+
+
 def _frozen(a) -> np.ndarray:
     a = np.array(a, dtype=np.float64, copy=True)
     a.flags.writeable = False
@@ -432,8 +436,7 @@ class GLMResults:
             lines.append(f"^{e.name}: {e.n_levels} levels, {e.n_singletons} singletons, "
                          f"{prior}, edf = {e.edf:.1f}")
         cert = [f"{k} = {v:.3g}" for k, v in self._extra.items()
-                if k in ("max_grad", "max_gradient", "rel_obj_change", "objective_change",
-                         "passes", "grad_tol") and isinstance(v, (int, float, np.number))]
+                if k in _CERTIFICATE_KEYS and isinstance(v, (int, float, np.number))]
         if cert:
             lines.append("Convergence certificate: " + ", ".join(cert))
         return lines

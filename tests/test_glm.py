@@ -282,3 +282,38 @@ def test_ill_conditioned_design_uses_qr_and_matches_lstsq():
     assert res.deviance == pytest.approx(rss, rel=1e-8)
     from impactglm.irls import _wls
     assert _wls(X, np.ones_like(x), y)[2]       # the QR path was taken
+
+
+# ---------------------------------------------------------------- the array-level IRLS entry
+
+def test_fit_irls_input_errors_name_the_problem():
+    from impactglm.irls import fit_irls
+    X = np.column_stack([np.ones(5), np.arange(5.0)])
+    y = np.array([0.0, 1.0, 0.0, 1.0, 1.0])
+    bad = X.copy()
+    bad[3, 1] = np.inf
+    with pytest.raises(DataError, match=r"'age'.*row 3"):
+        fit_irls(bad, y, None, None, "binomial", column_names=["Intercept", "age"])
+    with pytest.raises(DataError, match="weights must be non-negative; row 2"):
+        fit_irls(X, y, np.array([1, 1, -1, 1, 1.0]), None, "binomial")
+    with pytest.raises(DataError, match="expected \\(5,\\)"):
+        fit_irls(X, y[:4], None, None, "binomial")
+    with pytest.raises(ModelError, match="cannot identify"):
+        fit_irls(X, y, np.array([1, 0, 0, 0, 0.0]), None, "binomial")
+
+
+def test_zero_weight_rows_do_not_count(fits):
+    """Rows with weight 0 change nothing but the row count (R: df.residual excludes them)."""
+    case = CASES["poisson_zero_weights"]
+    res = fits["poisson_zero_weights"]
+    kept = DATA_FRAME[DATA_FRAME["w0"] > 0]
+    sub = ig.glm(case["py"], kept, family="poisson", weights="w0").fit(**TIGHT)
+    np.testing.assert_allclose(res.params, sub.params, rtol=1e-12)
+    assert res.deviance == pytest.approx(sub.deviance, rel=1e-12)
+    assert res.nobs == sub.nobs == len(kept) and res.df_resid == sub.df_resid
+
+
+def test_verbose_prints_the_iterations(capsys):
+    fit_case(CASES["binomial_probit"], verbose=True)
+    out = capsys.readouterr().out
+    assert out.count("IRLS iteration") == CASES["binomial_probit"]["default"]["iter"]
