@@ -317,3 +317,23 @@ def test_verbose_prints_the_iterations(capsys):
     fit_case(CASES["binomial_probit"], verbose=True)
     out = capsys.readouterr().out
     assert out.count("IRLS iteration") == CASES["binomial_probit"]["default"]["iter"]
+
+
+def test_family_object_equals_family_name(fits):
+    case = CASES["binomial_probit"]
+    res = ig.glm(case["py"], DATA_FRAME, family=ig.families.Binomial(link="probit")).fit(**TIGHT)
+    pd.testing.assert_series_equal(res.params, fits["binomial_probit"].params)
+    assert res.family == ig.families.get_family("binomial", "probit")
+
+
+def test_gaussian_log_link_with_non_positive_responses_matches_statsmodels():
+    """R's glm asks for starting values here; we start at a positive floor and reach the MLE."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=300)
+    y = np.exp(0.5 + 0.4 * x) + rng.normal(0, 0.8, 300)
+    assert (y <= 0).any()
+    data = pd.DataFrame({"x": x, "y": y})
+    res = ig.glm("y ~ x", data, link="log").fit(**TIGHT)
+    ref = smf.glm("y ~ x", data, family=sm.families.Gaussian(link=sm.families.links.Log())
+                  ).fit(tol=1e-15, maxiter=200)
+    np.testing.assert_allclose(res.params, ref.params, rtol=COEF_RTOL_STATSMODELS)
