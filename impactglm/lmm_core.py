@@ -40,6 +40,7 @@ m + p + 1 with m = sum_{k>=2} q_k r_k: O(levels), never O(rows).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ from scipy import linalg, optimize, sparse
 from scipy.linalg import lapack
 
 from .errors import DataError, ModelError
-from .kernels.lmm import level_dot, schur_downdate
+from .kernels.lmm import level_dot, level_quadratic, schur_downdate
 
 LOG_2PI = math.log(2.0 * math.pi)
 MAX_DENSE_SCHUR = 30_000        # order of the dense Schur complement we are willing to factor
@@ -342,7 +343,8 @@ class LMMProblem:
         schur_downdate(self.ptr, self.cols, Bv, S)
         idx = np.arange(self.m)
         S[idx, idx] += 1.0
-        S, info = lapack.dpotrf(S, lower=1, overwrite_a=1, clean=0)
+        # factor in place: S.T is a Fortran-ordered view whose upper triangle is S's lower one
+        _, info = lapack.dpotrf(S.T, lower=0, overwrite_a=1, clean=0)
         diag = np.diagonal(S)
         ok = info == 0 and bool(np.all(diag > 0))
         if not ok:
@@ -367,14 +369,199 @@ class LMMProblem:
         """The profiled REML (``reml=True``) or ML criterion at theta: -2 x log-likelihood."""
         return self.criterion_from(self.factor(theta), reml)
 
+    # ------------------------------------------------------------------ starting values
+    def moment_start(self) -> np.ndarray:
+        """A cheap start for theta: ANOVA-type moment estimates for random intercepts.
+
+        From the OLS residuals e (of y on X, from the cross-products), each intercept
+        block's level means ebar_l (n_l rows) give tau_k^2 ~ var_l(ebar_l) -
+        sigma_tot^2 mean_l(1/n_l), and sigma^2 ~ sigma_tot^2 - sum_k tau_k^2;
+        theta_k = tau_k / sigma clipped to [0.05, 20].  Blocks with slopes start at
+        lme4's T_k = I.  Only the starting point of the optimiser depends on this.
+        """
+        theta = theta_start(self.blocks)
+        m, p, N = self.m, self.p, self.N
+        XtX, Xty = self.A[m:m + p, m:m + p], self.A[m:m + p, N - 1]
+        try:
+            beta = np.linalg.solve(XtX, Xty) if p else np.zeros(0)
+        except np.linalg.LinAlgError:
+            return theta
+        rss = self.yty - beta @ Xty
+        if not (self.n > p + 1 and rss > 0):
+            return theta
+        s2 = rss / (self.n - p)
+        v = np.zeros(N)
+        v[m:m + p] = -beta
+        v[-1] = 1.0
+        tau2 = {}
+        for k, blk in enumerate(self.blocks):
+            if blk.r != 1:
+                continue
+            if k == self.first:
+                sums, counts = level_dot(self.ptr, self.cols, self.V1, v)[:, 0], self.G1[:, 0, 0]
+            else:
+                off = self.offsets[k]
+                sums = self.A[off:off + blk.n_levels] @ v
+                counts = np.diagonal(self.A)[off:off + blk.n_levels]
+            ok = counts > 0
+            means = sums[ok] / counts[ok]
+            tau2[k] = max(float(np.var(means) - s2 * np.mean(1.0 / counts[ok])), 0.0)
+        sigma2 = max(s2 - sum(tau2.values()), 0.1 * s2)
+        o = self.theta_offsets
+        for k, t2 in tau2.items():
+            theta[o[k]] = float(np.clip(math.sqrt(t2 / sigma2), 0.05, 20.0))
+        return theta
+
+    # ------------------------------------------------------------------ gradient
+    def criterion_and_gradient(self, theta: np.ndarray, reml: bool = True,
+                               fd_step: float = 1e-7) -> tuple[float, np.ndarray]:
+        """The profiled criterion and its gradient in theta (analytic).
+
+        With Omega the augmented matrix, the log-determinant term is log|Omega_ZZ| (ML) or
+        log|Omega_ZX| (REML) and, for T_k invertible and theta_j the (s, t) entry of T_k,
+
+            d log|Omega_..| / d theta_j = 2 [(q_k I - C_k) T_k^-1]_{t, s},
+            C_k = sum over levels of the diagonal r_k x r_k blocks of Omega_..^-1 (Z part),
+
+        while d log r^2 / d theta_j = -2 sum_l (Z_k'We)_{l, s} u_{l, t} / r^2 (envelope
+        theorem; e = y - X beta - Z b).  The criterion is (n or n - p) log r^2 plus the
+        log-determinant.  Blocks with a diagonal element of T_k below 1e-6 (near the
+        boundary, where T_k^-1 blows up) get finite differences instead.
+        """
+        theta = np.asarray(theta, dtype=float)
+        f = self.factor(theta)
+        value = self.criterion_from(f, reml)
+        grad = np.full(self.n_theta, np.nan)
+        if not np.isfinite(value):
+            return value, grad
+        beta, u, _ = self.solve(f)
+        b = [uk @ Tk.T for uk, Tk in zip(u, f.T)]
+        g = self._ztwe(beta, b)
+        mlim = self.m + self.p if reml else self.m
+        Csum = self._csum(f, mlim)
+        coef = (self.n - self.p) if reml else self.n
+        o = self.theta_offsets
+        for k, blk in enumerate(self.blocks):
+            T = f.T[k]
+            sl = slice(o[k], o[k + 1])
+            if np.min(np.diag(T)) < 1e-6:
+                grad[sl] = self._fd_block(theta, sl, reml, fd_step, value)
+                continue
+            Tinv = linalg.solve_triangular(T, np.eye(blk.r), lower=True)
+            G = 2.0 * (blk.n_levels * np.eye(blk.r) - Csum[k]) @ Tinv
+            R = g[k].T @ u[k]                          # R[s, t] = sum_l g_ls u_lt
+            grad[sl] = [G[t, s] - 2.0 * coef * R[s, t] / f.pwrss for s, t in theta_pairs(blk.r)]
+        return value, grad
+
+    def _fd_block(self, theta, sl, reml, h, value):
+        """Finite-difference gradient of one block near the boundary: central where the
+        step stays feasible, else the one-sided 3-point formula (-3 f0 + 4 f(h) - f(2h)) / 2h
+        (exact for the even, quadratic behaviour of the criterion at theta_k = 0)."""
+        out = []
+        diag = self._diag_positions
+        for j in range(sl.start, sl.stop):
+            e = np.zeros_like(theta)
+            e[j] = 1.0
+            if j in diag and theta[j] < 1e-3:
+                step = 1e-4
+                out.append((-3 * value + 4 * self.criterion(theta + step * e, reml)
+                            - self.criterion(theta + 2 * step * e, reml)) / (2 * step))
+            else:
+                step = 1e-6 * max(1.0, abs(theta[j]))
+                out.append((self.criterion(theta + step * e, reml)
+                            - self.criterion(theta - step * e, reml)) / (2 * step))
+        return out
+
+    @property
+    def _diag_positions(self) -> set:
+        pos, out = 0, set()
+        for blk in self.blocks:
+            for i, j in theta_pairs(blk.r):
+                if i == j:
+                    out.add(pos)
+                pos += 1
+        return out
+
+    def _ztwe(self, beta: np.ndarray, b: list) -> list:
+        """Z_k' W e per block ((q_k, r_k) arrays), e = y - X beta - Z b, from the cross-products."""
+        m = self.m
+        v = np.empty(self.N)
+        for k in self.rest:
+            off, bk = self.offsets[k], self.blocks[k]
+            v[off:off + bk.n_effects] = -b[k].ravel()
+        v[m:m + self.p] = -beta
+        v[-1] = 1.0
+        b1 = b[self.first]
+        out = [None] * len(self.blocks)
+        out[self.first] = (level_dot(self.ptr, self.cols, self.V1, v)
+                           - np.einsum("lst,lt->ls", self.G1, b1))
+        if m:
+            zr = self.cols < m
+            contrib = np.einsum("te,et->e", self.V1[:, zr], b1[self.entry_level[zr]])
+            gR = self.A[:m] @ v - np.bincount(self.cols[zr], weights=contrib, minlength=m)
+            for k in self.rest:
+                off, bk = self.offsets[k], self.blocks[k]
+                out[k] = gR[off:off + bk.n_effects].reshape(bk.n_levels, bk.r)
+        return out
+
+    def _csum(self, f: Factorization, mlim: int) -> list:
+        """Per block, the sum over levels of the diagonal blocks of the inverse (Z part).
+
+        The inverse is of Omega_ZZ (mlim = m) or Omega_ZX (mlim = m + p).  Its part on
+        the remaining columns is P = (L22 L22')^-1 with L22 the leading mlim rows of the
+        Schur factor L; computed in place (LAPACK dtrtri then dlauum give the inverse
+        of the whole factor, P_full = L^-T L^-1) and corrected by the trailing rows
+        W = (L^-1)[mlim:, :mlim]: P = P_full[:mlim, :mlim] - W'W.  On block 1 the sum
+        is sum_l M_l^-1 + Y_l' P Y_l with Y_l = L21_l L_l^-1.  **Overwrites f.S.**
+        """
+        b1 = self.blocks[self.first]
+        out = [None] * len(self.blocks)
+        L1inv = np.linalg.inv(f.L1)
+        C1 = np.einsum("lts,ltu->su", L1inv, L1inv)               # sum_l M_l^-1
+        if mlim:
+            S = f.S
+            _, info = lapack.dtrtri(S.T, lower=0, overwrite_c=1)  # S's lower triangle: L^-1
+            W = np.array(S[mlim:, :mlim])
+            _, info = lapack.dlauum(S.T, lower=0, overwrite_c=1)  # lower triangle: L^-T L^-1
+            f.S = None
+            P = S
+            if b1.r == 1:
+                Y = f.Bv / f.L1[:, 0, 0][self.entry_level][None, :]
+            else:
+                Y = np.einsum("ets,te->se", L1inv[self.entry_level], f.Bv)
+            Y = np.ascontiguousarray(Y)
+            C1 = C1 + level_quadratic(self.ptr, self.cols, Y, P, mlim)
+            sel = self.cols < mlim
+            prod = W[:, self.cols[sel]][:, :, None] * Y[:, sel].T[None, :, :]   # (k, e, r1)
+            lev = self.entry_level[sel]
+            Zl = np.empty((b1.n_levels, W.shape[0], b1.r))
+            for a in range(W.shape[0]):
+                for t in range(b1.r):
+                    Zl[:, a, t] = np.bincount(lev, weights=prod[a, :, t], minlength=b1.n_levels)
+            C1 = C1 - np.einsum("lat,lau->tu", Zl, Zl)
+            for k in self.rest:
+                off, bk = self.offsets[k], self.blocks[k]
+                idx = off + np.arange(bk.n_effects).reshape(bk.n_levels, bk.r)
+                C = np.empty((bk.r, bk.r))
+                for s_ in range(bk.r):
+                    for t in range(s_ + 1):
+                        hi, lo = np.maximum(idx[:, s_], idx[:, t]), np.minimum(idx[:, s_], idx[:, t])
+                        C[s_, t] = C[t, s_] = (P[hi, lo].sum()
+                                               - np.einsum("al,al->", W[:, idx[:, s_]], W[:, idx[:, t]]))
+                out[k] = C
+        out[self.first] = C1
+        return out
+
     # ------------------------------------------------------------------ solution at theta
     def solve(self, f: Factorization) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
         """beta, the spherical u per block ((q_k, r_k) arrays, blocks' order) and L_XX."""
         m, p, N, S = self.m, self.p, self.N, f.S
         LXX = S[m:m + p, m:m + p]
-        beta = linalg.solve_triangular(LXX, S[N - 1, m:m + p], lower=True, trans="T") if p else np.zeros(0)
+        beta = (linalg.solve_triangular(LXX, S[N - 1, m:m + p], lower=True, trans="T",
+                                       check_finite=False) if p else np.zeros(0))
         rhs = S[N - 1, :m] - S[m:m + p, :m].T @ beta
-        uR = linalg.solve_triangular(S[:m, :m], rhs, lower=True, trans="T") if m else np.zeros(0)
+        uR = (linalg.solve_triangular(S[:m, :m], rhs, lower=True, trans="T", check_finite=False)
+              if m else np.zeros(0))
         z = np.concatenate([-uR, -beta, [1.0]])
         b1 = self.blocks[self.first]
         rhs1 = level_dot(self.ptr, self.cols, f.Bv, z)          # (q1, r1)
@@ -497,7 +684,12 @@ def optimize_theta(problem: LMMProblem, reml: bool = True, start: np.ndarray | N
     log DataFrame, converged, message).
     """
     lower = theta_lower_bounds(problem.blocks)
-    x0 = theta_start(problem.blocks) if start is None else np.asarray(start, dtype=float).copy()
+    if start is None:
+        x0 = problem.moment_start() if method in ("auto", "gradient") else theta_start(problem.blocks)
+    elif isinstance(start, str) and start == "lme4":
+        x0 = theta_start(problem.blocks)
+    else:
+        x0 = np.asarray(start, dtype=float).copy()
     x0 = np.maximum(x0, lower)
     rows = []
     t0 = time.perf_counter()
@@ -511,21 +703,137 @@ def optimize_theta(problem: LMMProblem, reml: bool = True, start: np.ndarray | N
         return val if np.isfinite(val) else 1e300
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    if method in ("auto", "cobyqa"):
+    if method in ("auto", "newton"):
+        def fg_newton(x):
+            val, grad = problem.criterion_and_gradient(x, reml)
+            rows.append((len(rows) + 1, time.perf_counter() - t0, val, *x))
+            if verbose:
+                print(f"{len(rows):4d} {val: .10f} {np.array2string(x, precision=6)}")
+            return val, grad
+        try:
+            xq, fq, ok, msg, _ = quasi_newton(fg_newton, x0, lower, maxiter=min(maxiter, 200))
+        except np.linalg.LinAlgError as e:
+            xq, fq, ok, msg = x0, math.nan, False, str(e)
+        res = optimize.OptimizeResult(x=xq, fun=fq, success=ok, message=msg)
+        if not ok and method == "auto":            # fall back on L-BFGS-B from where we are
+            method, x0 = "gradient", xq
+    if method == "gradient":
+        def fg(x):
+            x = np.maximum(x, lower)
+            val, grad = problem.criterion_and_gradient(x, reml)
+            rows.append((len(rows) + 1, time.perf_counter() - t0, val, *x))
+            if verbose:
+                print(f"{len(rows):4d} {val: .10f} {np.array2string(x, precision=6)}")
+            if not np.isfinite(val):
+                return 1e300, np.zeros_like(x)
+            return val, grad
+        last = {}
+
+        def fg_kept(x):
+            val, grad = fg(x)
+            if val < last.get("val", np.inf):
+                last.update(val=val, grad=grad, x=np.maximum(x, lower))
+            return val, grad
+
+        res = optimize.minimize(fg_kept, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+                                options={"maxiter": maxiter, "ftol": 1e-13, "gtol": 1e-5,
+                                         "maxcor": 20})
+        if not res.success and "grad" in last:
+            # the line search failed at the rounding level of the criterion: accept when
+            # the projected gradient is small on the criterion's own scale
+            pg = np.where((last["x"] <= lower) & (last["grad"] > 0), 0.0, last["grad"])
+            if np.max(np.abs(pg)) <= 1e-6 * max(1.0, abs(last["val"])):
+                res.success = True
+                res.message = f"{res.message} (accepted: projected gradient {np.max(np.abs(pg)):.2g})"
+    if method == "cobyqa":
         res = optimize.minimize(f, x0, method="cobyqa", bounds=optimize.Bounds(lower, np.inf),
                                 options={"maxfev": maxiter, "initial_tr_radius": 0.5,
                                          "final_tr_radius": 1e-7})
     elif method == "L-BFGS-B":
         res = _lbfgsb_fd(f, x0, lower, bounds, tol, maxiter)
-    else:
+    elif method not in ("auto", "newton", "gradient"):
         res = optimize.minimize(f, x0, method=method, bounds=bounds,
                                 options={"maxiter": maxiter, "xatol": 1e-9, "fatol": 1e-12}
                                 if method == "Nelder-Mead" else {"maxiter": maxiter})
     x = np.maximum(res.x, lower)
-    value = float(f(x))
+    value = float(res.fun) if "fun" in res else math.nan
     names = ["eval", "seconds", "criterion"] + [f"theta[{j}]" for j in range(x.size)]
     log = pd.DataFrame(rows, columns=names)
     return x, value, len(rows), log, bool(res.success), str(res.message)
+
+
+def quasi_newton(fg, x0: np.ndarray, lower: np.ndarray, maxiter: int = 200,
+                 rtol: float = 1e-13):
+    """Bound-constrained quasi-Newton minimisation with an analytic gradient.
+
+    The initial Hessian comes from forward differences of the gradient (one extra
+    gradient per parameter, symmetrised and made positive definite), then BFGS
+    updates.  Each step is a Newton step on the free variables (a variable on its
+    lower bound with a positive gradient is held there), projected onto the bounds,
+    with backtracking (Armijo).  Stops when the Newton decrement g'H^-1 g / 2 is
+    below ``rtol * max(1, |f|)``: at the optimum of this smooth criterion this is
+    reached in a handful of steps, beyond the rounding level of f itself.
+    Returns (x, f, converged, message, n_iter).
+    """
+    x = np.maximum(np.asarray(x0, dtype=float), lower)
+    k = x.size
+    f, g = fg(x)
+    if not np.isfinite(f):
+        return x, f, False, "non-finite criterion at the start", 0
+    H = np.empty((k, k))
+    for j in range(k):
+        h = 1e-4 * max(abs(x[j]), 0.1)
+        e = np.zeros(k)
+        e[j] = h
+        fj, gj = fg(x + e)
+        H[:, j] = (gj - g) / h if np.isfinite(fj) else np.nan
+    H = 0.5 * (H + H.T)
+    H = _make_pd(H)
+    scale = max(1.0, abs(f))
+    radius = max(1.0, float(np.max(np.abs(x))))
+    for it in range(1, maxiter + 1):
+        free = ~((x <= lower) & (g > 0))
+        step = np.zeros(k)
+        if free.any():
+            Hf = H[np.ix_(free, free)]
+            step[free] = -np.linalg.solve(Hf, g[free])
+        decrement = -0.5 * g @ step
+        if decrement <= rtol * scale:
+            return x, f, True, f"Newton decrement {decrement:.2g} <= {rtol:g} x max(1, |f|)", it
+        longest = np.max(np.abs(step))
+        if longest > radius:                      # trust radius on the largest change
+            step *= radius / longest
+        alpha, accepted = 1.0, False
+        for _ in range(40):
+            x_new = np.maximum(x + alpha * step, lower)
+            f_new, g_new = fg(x_new)
+            if np.isfinite(f_new) and f_new <= f + 1e-4 * (g @ (x_new - x)) + 1e-14 * scale:
+                accepted = True
+                break
+            alpha *= 0.5
+        if not accepted:
+            return x, f, False, "line search failed", it
+        s_, y_ = x_new - x, g_new - g
+        moved = np.max(np.abs(s_))
+        radius = max(radius, 2.0 * moved) if alpha == 1.0 else max(moved, 1e-8)
+        x, f, g = x_new, f_new, g_new
+        sy = s_ @ y_
+        if sy > 1e-12 * np.linalg.norm(s_) * np.linalg.norm(y_):
+            Hs = H @ s_
+            H = H - np.outer(Hs, Hs) / (s_ @ Hs) + np.outer(y_, y_) / sy
+        if np.max(np.abs(s_)) < 1e-12:
+            return x, f, True, "step below 1e-12", it
+    return x, f, False, "iteration limit reached", maxiter
+
+
+def _make_pd(H: np.ndarray) -> np.ndarray:
+    """H, or H + c I, positive definite (c from its smallest eigenvalue)."""
+    if not np.all(np.isfinite(H)):
+        return np.eye(H.shape[0])
+    w = np.linalg.eigvalsh(H)
+    if w[0] > 1e-8 * max(1.0, w[-1]):
+        return H
+    return H + (abs(w[0]) + 1e-6 * max(1.0, abs(w[-1]))) * np.eye(H.shape[0])
 
 
 def _lbfgsb_fd(f, x0, lower, bounds, tol, maxiter):
@@ -547,6 +855,29 @@ def _lbfgsb_fd(f, x0, lower, bounds, tol, maxiter):
 
     return optimize.minimize(fg, x0, jac=True, method="L-BFGS-B", bounds=bounds,
                              options={"maxiter": maxiter, "ftol": tol, "gtol": 1e-6})
+
+
+SMALL_DENSE = 4096    # dense factorisations up to this order run on one BLAS thread
+
+
+@contextlib.contextmanager
+def blas_threads(order: int):
+    """One BLAS thread for small dense factorisations (order <= SMALL_DENSE).
+
+    Multi-threaded OpenBLAS on matrices of order ~1000 gains little and, on a
+    machine whose cores are busy, loses 10x or more to threads waiting for each
+    other; larger matrices keep the default.  Needs threadpoolctl (else no-op).
+    """
+    if order > SMALL_DENSE:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def fit_lmm_arrays(X: np.ndarray, y: np.ndarray, blocks: Sequence[Any],
@@ -572,9 +903,10 @@ def fit_lmm_arrays(X: np.ndarray, y: np.ndarray, blocks: Sequence[Any],
     ``re_sd`` (tau_k per block) and the optimiser log.
     """
     prob = problem if problem is not None else LMMProblem(X, y, blocks, weights)
-    theta, value, n_evals, log, converged, message = optimize_theta(
-        prob, reml, start, method, tol, maxiter, verbose)
-    f = prob.factor(theta)
+    with blas_threads(prob.N):
+        theta, value, n_evals, log, converged, message = optimize_theta(
+            prob, reml, start, method, tol, maxiter, verbose)
+        f = prob.factor(theta)
     if not f.ok:
         raise ModelError("the penalised least-squares system is singular at the optimum "
                          "(rank-deficient fixed effects or a perfect fit?)")

@@ -18,8 +18,8 @@ from scipy import linalg
 import impactglm as ig
 from impactglm.errors import (DataError, ImpactGLMError, ImpactGLMWarning, ModelError,
                               SingularFitWarning, UnseenLevelWarning)
-from impactglm.kernels.lmm import (level_dot, level_dot_numpy, schur_downdate,
-                                   schur_downdate_numpy)
+from impactglm.kernels.lmm import (level_dot, level_dot_numpy, level_quadratic,
+                                   level_quadratic_numpy, schur_downdate, schur_downdate_numpy)
 from impactglm.lmm_core import LMMProblem, fit_lmm_arrays, profiled_criterion, theta_to_T
 
 from conftest import (DATA, KERNEL_RTOL, LMM_BLUP_ATOL, LMM_DEVIANCE_ATOL, LMM_FIXEF_RTOL,
@@ -290,6 +290,47 @@ def test_solution_matches_dense_gls_and_blups(structure):
     np.testing.assert_allclose(ours, np.sqrt(condvar), rtol=1e-9)
 
 
+@pytest.mark.parametrize("structure", ["crossed", "three_crossed", "slopes", "slopes_crossed",
+                                       "crossed_slopes_second"])
+@pytest.mark.parametrize("reml", [True, False])
+def test_analytic_gradient_matches_finite_differences(structure, reml):
+    X, y, blocks, w, theta = _random_problem(2, structure)
+    prob = LMMProblem(X, y, blocks, w)
+    value, grad = prob.criterion_and_gradient(theta, reml)
+    assert value == pytest.approx(prob.criterion(theta, reml), rel=1e-14)
+    h = 1e-5
+    fd = [(prob.criterion(theta + h * e, reml) - prob.criterion(theta - h * e, reml)) / (2 * h)
+          for e in np.eye(theta.size)]
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-6)
+
+
+def test_gradient_near_boundary_uses_finite_differences():
+    X, y, blocks, w, _ = _random_problem(4, "crossed")
+    prob = LMMProblem(X, y, blocks, w)
+    theta = np.array([0.0, 0.8])
+    value, grad = prob.criterion_and_gradient(theta, True)
+    # the criterion is even in a random-intercept theta_k, so its derivative at 0 is 0
+    assert abs(grad[0]) < 1e-6 * value
+    h = 1e-6
+    central = (prob.criterion(theta + [0, h], True) - prob.criterion(theta - [0, h], True)) / (2 * h)
+    assert grad[1] == pytest.approx(central, rel=1e-5)
+    # off the boundary but close: f(t) = f(0) + a t^2 + O(t^4), so df/dt = 2 a t
+    a = (prob.criterion(np.array([1e-3, 0.8]), True) - value) / 1e-6
+    theta = np.array([5e-7, 0.8])
+    _, grad = prob.criterion_and_gradient(theta, True)
+    assert grad[0] == pytest.approx(2 * a * 5e-7, rel=1e-3)
+
+
+def test_optimisers_agree():
+    """The quasi-Newton default, L-BFGS-B and derivative-free COBYQA reach the same optimum."""
+    X, y, blocks, w, _ = _random_problem(8, "slopes_crossed")
+    fits = [fit_lmm_arrays(X, y, blocks, w, method=m) for m in ("auto", "gradient", "cobyqa")]
+    for f in fits[1:]:
+        assert f.criterion >= fits[0].criterion - 1e-8
+        np.testing.assert_allclose(f.theta, fits[0].theta, atol=1e-3)
+    assert fits[0].converged
+
+
 # --------------------------------------------------------------------------- kernels
 
 
@@ -327,6 +368,21 @@ def test_level_dot_kernel_matches_numpy_twin():
     z = np.random.default_rng(3).normal(size=ncol)
     np.testing.assert_allclose(level_dot(ptr, cols, vals, z), level_dot_numpy(ptr, cols, vals, z),
                                rtol=KERNEL_RTOL, atol=1e-14)
+
+
+def test_level_quadratic_kernel_matches_numpy_twin():
+    ptr, cols, vals, ncol = _level_structure(4)
+    A = np.random.default_rng(5).normal(size=(ncol, ncol))
+    P = A @ A.T
+    for mlim in (ncol, ncol - 5):
+        np.testing.assert_allclose(level_quadratic(ptr, cols, vals, np.tril(P), mlim),
+                                   level_quadratic_numpy(ptr, cols, vals, np.tril(P), mlim),
+                                   rtol=KERNEL_RTOL, atol=1e-12)
+    # and it is sum_l Y_l P Y_l' with the full symmetric P
+    Q = level_quadratic_numpy(ptr, cols, vals, P, ncol)
+    ref = sum(vals[:, a:b] @ P[np.ix_(cols[a:b], cols[a:b])] @ vals[:, a:b].T
+              for a, b in zip(ptr[:-1], ptr[1:]))
+    np.testing.assert_allclose(Q, ref, rtol=1e-12)
 
 
 # --------------------------------------------------------------------------- formula forms

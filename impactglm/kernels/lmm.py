@@ -78,3 +78,52 @@ def level_dot_numpy(ptr: np.ndarray, cols: np.ndarray, vals: np.ndarray, z: np.n
     for t in range(vals.shape[0]):
         out[:, t] = np.bincount(level, weights=prod[t], minlength=n_levels)
     return out
+
+
+@njit(cache=True)
+def level_quadratic(ptr: np.ndarray, cols: np.ndarray, Y: np.ndarray, P: np.ndarray,
+                    mlim: int) -> np.ndarray:
+    """Q[t, u] = sum_l sum_{a, b in level l, cols < mlim} Y[t, a] P[cols[a], cols[b]] Y[u, b].
+
+    P is symmetric with only its lower triangle valid (``cols`` ascending per level).
+    For each entry a: acc[u] = sum_{b < a} P[cols[a], cols[b]] Y[u, b], then
+    Q[t, u] += Y[t, a] acc[u] + acc[t] Y[u, a] + Y[t, a] P[cols[a], cols[a]] Y[u, a].
+    """
+    n_levels = ptr.shape[0] - 1
+    r1 = Y.shape[0]
+    Q = np.zeros((r1, r1))
+    acc = np.zeros(r1)
+    for lev in range(n_levels):
+        start = ptr[lev]
+        for a in range(start, ptr[lev + 1]):
+            ca = cols[a]
+            if ca >= mlim:
+                break
+            for u in range(r1):
+                acc[u] = 0.0
+            for b in range(start, a):
+                w = P[ca, cols[b]]
+                for u in range(r1):
+                    acc[u] += w * Y[u, b]
+            d = P[ca, ca]
+            for t in range(r1):
+                for u in range(r1):
+                    Q[t, u] += Y[t, a] * acc[u] + acc[t] * Y[u, a] + Y[t, a] * d * Y[u, a]
+    return Q
+
+
+def level_quadratic_numpy(ptr: np.ndarray, cols: np.ndarray, Y: np.ndarray, P: np.ndarray,
+                          mlim: int) -> np.ndarray:
+    """NumPy twin of :func:`level_quadratic` (symmetrises the lower triangle of P)."""
+    Pl = np.tril(P)
+    Ps = Pl + np.tril(P, -1).T
+    r1 = Y.shape[0]
+    Q = np.zeros((r1, r1))
+    for lev in range(ptr.shape[0] - 1):
+        sel = np.arange(ptr[lev], ptr[lev + 1])
+        sel = sel[cols[sel] < mlim]
+        if sel.size == 0:
+            continue
+        Yl = Y[:, sel]
+        Q += Yl @ Ps[np.ix_(cols[sel], cols[sel])] @ Yl.T
+    return Q
