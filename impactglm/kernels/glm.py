@@ -25,8 +25,13 @@ from .links import (linkinv, linkinv_numpy, mu_eta, mu_eta_numpy, unit_deviance,
 
 @njit(cache=True)
 def irls_pass(y, w, eta, offset, link_code, family_code, mu, W, z):
-    """Fill mu, W, z from eta; return (deviance, all_valid).  See the module docstring."""
+    """Fill mu, W, z from eta; return (deviance, all_valid).  See the module docstring.
+
+    The deviance is summed with Neumaier's compensated summation (R sums in long
+    double), so that IRLS convergence tests near 1e-15 are not decided by rounding.
+    """
     dev = 0.0
+    comp = 0.0
     ok = True
     for i in range(y.shape[0]):
         e = eta[i]
@@ -39,13 +44,18 @@ def irls_pass(y, w, eta, offset, link_code, family_code, mu, W, z):
         if wi > 0.0 and d != 0.0:
             W[i] = wi * d * d / variance(m, family_code)
             z[i] = (e - offset[i]) + (y[i] - m) / d
-            dev += wi * unit_deviance(y[i], m, family_code)
         else:
             W[i] = 0.0
             z[i] = e - offset[i]
-            if wi > 0.0:
-                dev += wi * unit_deviance(y[i], m, family_code)
-    return dev, ok
+        if wi > 0.0:
+            term = wi * unit_deviance(y[i], m, family_code)
+            t = dev + term
+            if abs(dev) >= abs(term):
+                comp += (dev - t) + term
+            else:
+                comp += (term - t) + dev
+            dev = t
+    return dev + comp, ok
 
 
 def irls_pass_numpy(y, w, eta, offset, link_code, family_code, mu, W, z):
