@@ -1194,17 +1194,25 @@ def _short(values, k: int = 6) -> str:
 
 
 def _level_codes(values: pd.Series, levels: np.ndarray) -> np.ndarray:
-    """Index of each value in the training levels, -1 when unseen (hash lookup)."""
-    index = pd.Index(levels)
+    """Index of each value in the training levels, -1 when unseen (hash lookup).
+
+    Ids read with another type than at fit time are matched by value: numbers
+    written as text ("12") match numeric levels, numbers match text levels.
+    """
+    levels = np.asarray(levels)
     if isinstance(values.dtype, pd.CategoricalDtype):
         cat_codes = _level_codes(pd.Series(values.cat.categories), levels)
         raw = values.cat.codes.to_numpy()
         return np.where(raw >= 0, cat_codes[raw], -1).astype(np.int32)
-    try:
-        codes = index.get_indexer(values)
-    except (TypeError, ValueError):
-        codes = pd.Index(levels, dtype=object).get_indexer(values.to_numpy(dtype=object))
-    return np.asarray(codes, dtype=np.int32)
+    numeric_levels = levels.dtype.kind in "iuf"
+    if numeric_levels and not _is_numeric(values):
+        values = pd.to_numeric(values, errors="coerce")
+    elif not numeric_levels and _is_numeric(values) and len(levels) and all(
+            isinstance(v, str) for v in levels[:10]):
+        values = values.astype(str)
+    raw, uniques = pd.factorize(values, sort=False)
+    mapping = pd.Index(levels).get_indexer(uniques)
+    return np.where(raw >= 0, mapping[raw], -1).astype(np.int32)
 
 
 def _transform(spec: ModelSpec, newdata, response: bool, offset, na_action: str) -> NewData:
@@ -1243,7 +1251,7 @@ def _transform(spec: ModelSpec, newdata, response: bool, offset, na_action: str)
         offset = spec.offset if offset is None else offset
     o_values, _, _ = _vector_argument(offset, frame, "offset")
     w_values = None
-    if spec.weights_kind == "column" and spec.weights in cols:
+    if response and spec.weights_kind == "column" and spec.weights in cols:
         w_values, _, _ = _vector_argument(spec.weights, frame, "weights")
 
     used = _unique([c for c in rhs_cols + list(spec.factor_names) + rand_cols + resp_cols

@@ -346,6 +346,15 @@ def test_transform_unseen_high_cardinality_levels():
     assert list(nd.codes[1]) == [list(d.factors[1].levels).index("u"), -1, -1]
     assert nd.unseen == {"g": 1, "h": 2}
     assert all(c.dtype == np.int32 for c in nd.codes)
+    # ids read as text at prediction time still match integer levels (and vice versa)
+    as_text = new.assign(g=new["g"].astype(str), h=pd.Categorical(new["h"]))
+    nd2 = d.spec.transform(as_text)
+    for a, b in zip(nd.codes, nd2.codes):
+        np.testing.assert_array_equal(a, b)
+    d_text = build_design("y ~ x + ^gs", df.assign(gs=df["g"].astype(str)))
+    nd3 = d_text.spec.transform(new.assign(gs=new["g"]))
+    levels = list(d_text.factors[0].levels)
+    assert list(nd3.codes[0]) == [levels.index("3"), -1, levels.index("5")]
 
 
 def test_transform_response_and_offsets():
