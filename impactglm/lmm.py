@@ -26,8 +26,8 @@ from .design import Design, build_design
 from .errors import ImpactGLMWarning, ModelError, SingularFitWarning
 from .formula import ParsedFormula, parse_formula
 from .irls import aliased_columns
-from .lmm_core import (LMMFit, LMMProblem, REBlock, fit_lmm_arrays, profiled_criterion,
-                       theta_pairs)
+from .lmm_core import (LMMFit, LMMProblem, REBlock, blas_threads, fit_lmm_arrays,
+                       profiled_criterion, theta_pairs)
 from .lmm_results import LMMResults
 
 __all__ = ["lmm", "LMM", "LMMResults", "fit_lmm_arrays", "profiled_criterion", "LMMProblem"]
@@ -129,7 +129,8 @@ class LMM:
 
     def criterion(self, theta, reml: bool = True) -> float:
         """The profiled REML criterion / ML deviance at theta (lme4's devfun)."""
-        return self.problem.criterion(np.asarray(theta, dtype=float), reml)
+        with blas_threads(self.problem.N):
+            return self.problem.criterion(np.asarray(theta, dtype=float), reml)
 
     def fit(self, reml: bool = True, *, start=None, method: str = "auto",
             maxiter: int = 2000, verbose: bool = False) -> LMMResults:

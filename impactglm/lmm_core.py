@@ -306,8 +306,13 @@ class LMMProblem:
         o = self.theta_offsets
         return [theta_to_T(theta[o[k]:o[k + 1]], b.r) for k, b in enumerate(self.blocks)]
 
-    def factor(self, theta: np.ndarray) -> Factorization:
-        """Factor the augmented system at theta (block 1 explicitly, the rest densely)."""
+    def factor(self, theta: np.ndarray, scratch: bool = False) -> Factorization:
+        """Factor the augmented system at theta (block 1 explicitly, the rest densely).
+
+        ``scratch=True`` builds the dense factor in a work array owned by the problem
+        (reused by the next scratch evaluation: no N x N allocation per evaluation);
+        the default gives the factorization an array of its own.
+        """
         theta = np.asarray(theta, dtype=float)
         if theta.shape != (self.n_theta,):
             raise ModelError(f"theta must have {self.n_theta} elements, not {theta.size}")
@@ -331,7 +336,12 @@ class LMMProblem:
                 off = self.offsets[k]
                 lam[off:off + self.blocks[k].n_levels] = Ts[k][0, 0]
         Bv *= lam[self.cols][None, :]
-        S = np.multiply(self.A, lam[:, None])
+        if scratch:
+            if getattr(self, "_work", None) is None:
+                self._work = np.empty_like(self.A)
+            S = np.multiply(self.A, lam[:, None], out=self._work)
+        else:
+            S = np.multiply(self.A, lam[:, None])
         S *= lam[None, :]
         for k, sel in self._slope_entries.items():
             Tk = Ts[k]
@@ -367,7 +377,7 @@ class LMMProblem:
 
     def criterion(self, theta: np.ndarray, reml: bool = True) -> float:
         """The profiled REML (``reml=True``) or ML criterion at theta: -2 x log-likelihood."""
-        return self.criterion_from(self.factor(theta), reml)
+        return self.criterion_from(self.factor(theta, scratch=True), reml)
 
     # ------------------------------------------------------------------ starting values
     def moment_start(self) -> np.ndarray:
@@ -429,7 +439,7 @@ class LMMProblem:
         boundary, where T_k^-1 blows up) get finite differences instead.
         """
         theta = np.asarray(theta, dtype=float)
-        f = self.factor(theta)
+        f = self.factor(theta, scratch=True)
         value = self.criterion_from(f, reml)
         grad = np.full(self.n_theta, np.nan)
         if not np.isfinite(value):
@@ -906,6 +916,7 @@ def fit_lmm_arrays(X: np.ndarray, y: np.ndarray, blocks: Sequence[Any],
     with blas_threads(prob.N):
         theta, value, n_evals, log, converged, message = optimize_theta(
             prob, reml, start, method, tol, maxiter, verbose)
+        prob._work = None                      # release the scratch array
         f = prob.factor(theta)
     if not f.ok:
         raise ModelError("the penalised least-squares system is singular at the optimum "
