@@ -24,7 +24,9 @@ from conftest import (COEF_RTOL_R, COEF_RTOL_STATSMODELS, DATA, OBJECTIVE_RTOL, 
 
 REF = json.loads((DATA / "glm_reference.json").read_text())
 CASES = {c["name"]: c for c in REF["cases"]}
-DATA_FRAME = read_csv(REF["data"])
+FRAMES = {name: read_csv(name) for name in {c["data"] for c in CASES.values()}}
+DATA_FRAME = FRAMES["glm_data.csv"]
+BOUNDARY = [n for n, c in CASES.items() if c["boundary"]]
 
 SM_FAMILIES = {"gaussian": sm.families.Gaussian, "binomial": sm.families.Binomial,
                "poisson": sm.families.Poisson, "gamma": sm.families.Gamma}
@@ -43,9 +45,13 @@ def r_name(patsy_name: str) -> str:
 TIGHT = {"tol": 1e-15, "maxiter": 100}     # as the R reference: glm.control(epsilon = 1e-15)
 
 
-def fit_case(case, data=DATA_FRAME, **fit_kw):
+def fit_case(case, **fit_kw):
     kw = {k: case[k] for k in ("weights", "offset") if case[k] is not None}
-    return ig.glm(case["py"], data, family=case["family"], link=case["link"], **kw).fit(**fit_kw)
+    model = ig.glm(case["py"], FRAMES[case["data"]], family=case["family"], link=case["link"], **kw)
+    with warnings.catch_warnings():
+        if case["boundary"]:     # R warns "algorithm stopped at boundary value" too
+            warnings.filterwarnings("ignore", "IRLS stopped at a boundary", ConvergenceWarning)
+        return model.fit(**fit_kw)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +61,18 @@ def fits():
 
 def r_series(case, key):
     return pd.Series(case[key], index=case["coef_names"])
+
+
+def test_boundary_optimum_is_reached_by_step_halving():
+    """As R's glm.fit: invalid steps are halved, the fit ends on the boundary with a warning."""
+    assert len(BOUNDARY) == 2
+    for name in BOUNDARY:
+        case = CASES[name]
+        with pytest.warns(ConvergenceWarning, match="boundary"):
+            res = ig.glm(case["py"], FRAMES[case["data"]], family=case["family"],
+                         link=case["link"]).fit()
+        assert res.iteration_log["step_halvings"].sum() > 0
+        assert res.n_iter == case["default"]["iter"]
 
 
 def test_reference_covers_the_issue():
@@ -117,7 +135,8 @@ def test_fitted_values_and_residuals_match_r(fits, name):
 
 
 @pytest.mark.filterwarnings("ignore::statsmodels.tools.sm_exceptions.DomainWarning")
-@pytest.mark.parametrize("name", list(CASES))
+# statsmodels has no step halving, so the boundary cases are R-only
+@pytest.mark.parametrize("name", [n for n in CASES if n not in BOUNDARY])
 def test_coefficients_match_statsmodels(fits, name):
     case, res = CASES[name], fits[name]
     data = DATA_FRAME.assign(outcome=(DATA_FRAME["outcome"] == "yes").astype(float))

@@ -53,3 +53,17 @@ data = pd.DataFrame({
 data["w0"] = w * (rng.uniform(size=n) > 0.1)          # prior weights with zeros
 assert (data["y_gausslog"] > 0).all()
 data.to_csv(Path(__file__).with_name("glm_data.csv"), index=False, float_format="%.17g")
+
+
+# Boundary cases (found by search): IRLS must halve steps that leave the valid range,
+# as R's glm.fit does ("algorithm stopped at boundary value").
+boundary = {}
+for seed, col in ((146, "binomial_log"), (200, "poisson_identity")):
+    r = np.random.default_rng(seed)
+    xb = r.uniform(0, 3, 40)
+    y_bin = (r.uniform(size=40) < np.exp(-2 + 0.6 * xb)).astype(int)
+    y_pois = r.poisson(0.2 + 1.0 * xb)
+    boundary[f"x_{col}"] = xb
+    boundary[f"y_{col}"] = y_bin if col.startswith("binomial") else y_pois
+pd.DataFrame(boundary).to_csv(Path(__file__).with_name("glm_boundary.csv"), index=False,
+                              float_format="%.17g")

@@ -9,7 +9,8 @@
 library(jsonlite)
 here <- tryCatch(dirname(normalizePath(sub("--file=", "", grep("--file=", commandArgs(FALSE), value = TRUE)))),
                  error = function(e) "tests/data")
-d <- read.csv(file.path(here, "glm_data.csv"), stringsAsFactors = FALSE)
+frames <- list(glm_data.csv = read.csv(file.path(here, "glm_data.csv"), stringsAsFactors = FALSE),
+               glm_boundary.csv = read.csv(file.path(here, "glm_boundary.csv")))
 
 cases <- list(
   list(name = "gaussian_interactions", py = "y_gauss ~ x1 * C(k) + I(x2**2)",
@@ -38,7 +39,14 @@ cases <- list(
   list(name = "gamma_inverse", py = "y_gamma_inv ~ x3 + x1", r = "y_gamma_inv ~ x3 + x1",
        family = "gamma", link = "inverse"),
   list(name = "gamma_log_weights", py = "y_gamma_log ~ x1 + I(x2**2)", r = "y_gamma_log ~ x1 + I(x2^2)",
-       family = "gamma", link = "log", weights = "w")
+       family = "gamma", link = "log", weights = "w"),
+  # maximum on the boundary: step halving on invalid mu, as glm.fit
+  list(name = "binomial_log_boundary", py = "y_binomial_log ~ x_binomial_log",
+       r = "y_binomial_log ~ x_binomial_log", family = "binomial", link = "log",
+       data = "glm_boundary.csv"),
+  list(name = "poisson_identity_boundary", py = "y_poisson_identity ~ x_poisson_identity",
+       r = "y_poisson_identity ~ x_poisson_identity", family = "poisson", link = "identity",
+       data = "glm_boundary.csv")
 )
 
 fam_fun <- function(name, link) {
@@ -47,14 +55,17 @@ fam_fun <- function(name, link) {
 }
 
 out <- lapply(cases, function(cs) {
+  if (is.null(cs$data)) cs$data <- "glm_data.csv"
+  d <- frames[[cs$data]]
   args <- list(formula = as.formula(cs$r), data = d, family = fam_fun(cs$family, cs$link))
   if (!is.null(cs$weights)) args$weights <- d[[cs$weights]]
   if (!is.null(cs$offset)) args$offset <- d[[cs$offset]]
-  fit0 <- do.call(glm, args)
-  fit <- do.call(glm, c(args, list(control = glm.control(epsilon = 1e-15, maxit = 100))))
+  fit0 <- suppressWarnings(do.call(glm, args))
+  fit <- suppressWarnings(do.call(glm, c(args, list(control = glm.control(epsilon = 1e-15, maxit = 100)))))
   s <- summary(fit)
   first <- 1:10
-  list(name = cs$name, py = cs$py, r = cs$r, family = cs$family, link = cs$link,
+  list(name = cs$name, data = cs$data, py = cs$py, r = cs$r, family = cs$family, link = cs$link,
+       boundary = fit0$boundary,
        weights = if (is.null(cs$weights)) NA else cs$weights,
        offset = if (is.null(cs$offset)) NA else cs$offset,
        coef_names = names(coef(fit)), coef = unname(coef(fit)),
@@ -73,6 +84,6 @@ out <- lapply(cases, function(cs) {
        resid_response = unname(residuals(fit, "response")[first]))
 })
 
-ref <- list(r_version = R.version.string, data = "glm_data.csv", cases = out)
+ref <- list(r_version = R.version.string, cases = out)
 writeLines(toJSON(ref, auto_unbox = TRUE, digits = I(17), pretty = TRUE, na = "null"),
            file.path(here, "glm_reference.json"))
