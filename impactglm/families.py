@@ -46,7 +46,8 @@ class Link:
     def __init__(self, name: str):
         if name not in LINK_CODES:
             hint = closest(name, LINK_CODES)
-            raise ModelError(f"unknown link {name!r}" + (f"; did you mean {hint!r}?" if hint else ""))
+            hint = f"; did you mean {hint!r}?" if hint else ""
+            raise ModelError(f"unknown link {name!r}{hint}")
         self.name = name
         self.code = LINK_CODES[name]
 
@@ -292,6 +293,7 @@ def get_family(family: str | Family, link: str | None = None) -> Family:
     key = family.strip().lower()
     if key not in _FAMILIES:
         hint = closest(key, list(_FAMILIES) + ["multinomial"])
-        raise ModelError(f"unknown family {family!r}" + (f"; did you mean {hint!r}?" if hint else "")
-                         + " (families: gaussian, binomial, poisson, gamma, multinomial)")
+        hint = f"; did you mean {hint!r}?" if hint else ""
+        raise ModelError(f"unknown family {family!r}{hint} "
+                         "(families: gaussian, binomial, poisson, gamma, multinomial)")
     return _FAMILIES[key](link=link)

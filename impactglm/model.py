@@ -36,7 +36,8 @@ def _check_prior(prior_sd, names: Sequence[str]):
     solvers interpret it; this only catches names and lengths early, before any work."""
     if isinstance(prior_sd, str):
         if prior_sd != "auto":
-            raise ModelError(f"prior_sd must be 'auto', a number, a list or a dict, not {prior_sd!r}")
+            raise ModelError("prior_sd must be 'auto', a number, a list or a dict, "
+                             f"not {prior_sd!r}")
         return prior_sd
     if isinstance(prior_sd, Mapping):
         keys = {str(k).lstrip("^"): v for k, v in prior_sd.items()}
@@ -73,7 +74,8 @@ class GLM:
         self.formula = parsed.text
         if _is_multinomial(family):
             if link not in (None, "logit"):
-                raise ModelError(f"the multinomial family uses the logit (softmax) link, not {link!r}")
+                raise ModelError("the multinomial family uses the logit (softmax) link, "
+                                 f"not {link!r}")
             self.family: Family | str = "multinomial"
         else:
             self.family = get_family(family, link)
@@ -143,8 +145,8 @@ def glm(formula: str, data, family: str | Family = "gaussian", link: str | None 
     (binomial weights are the numbers of trials for proportion responses).
     ``prior_sd``: prior sd tau of the ^ factors' level effects: "auto" (estimated by
     empirical Bayes), one number, None (no prior), or a list (one per ^ factor) or a
-    dict by factor name of those.  ``na_action``: "drop" (R's na.omit) or "raise".  ``data`` is never
-    modified.
+    dict by factor name of those.  ``na_action``: "drop" (R's na.omit) or "raise".
+    ``data`` is never modified.
     """
     return GLM(formula, data, family=family, link=link, weights=weights, offset=offset,
                prior_sd=prior_sd, na_action=na_action)

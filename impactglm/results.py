@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from functools import cached_property
 from typing import Any, Mapping
 
 import numpy as np
@@ -432,7 +431,8 @@ class GLMResults:
             if e.tau is None:
                 prior = "no prior (fixed effects)"
             else:
-                prior = f"prior sd tau = {e.tau:.4g} ({'estimated' if e.tau_estimated else 'given'})"
+                how = "estimated" if e.tau_estimated else "given"
+                prior = f"prior sd tau = {e.tau:.4g} ({how})"
             lines.append(f"^{e.name}: {e.n_levels} levels, {e.n_singletons} singletons, "
                          f"{prior}, edf = {e.edf:.1f}")
         cert = [f"{k} = {v:.3g}" for k, v in self._extra.items()

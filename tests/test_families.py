@@ -94,7 +94,8 @@ def test_binomial_response_outside_range_names_column_and_row():
 
 def test_negative_count_names_row_label():
     with pytest.raises(DataError, match=r"'count'.*non-negative.*row 'r1'"):
-        F.Poisson().check_response(np.array([1.0, -1.0]), "count", row_labels=np.array(["r0", "r1"]))
+        F.Poisson().check_response(np.array([1.0, -1.0]), "count",
+                                   row_labels=np.array(["r0", "r1"]))
 
 
 def test_gamma_needs_positive_response():

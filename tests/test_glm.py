@@ -107,7 +107,8 @@ def test_default_settings_reproduce_r_default_glm(name):
     assert res.n_iter == ref["iter"]
     ours = res.params.rename(r_name)[case["coef_names"]]
     np.testing.assert_allclose(ours, ref["coef"], rtol=COEF_RTOL_R)
-    np.testing.assert_allclose(res.bse.rename(r_name)[case["coef_names"]], ref["se"], rtol=SE_RTOL_R)
+    np.testing.assert_allclose(res.bse.rename(r_name)[case["coef_names"]], ref["se"],
+                               rtol=SE_RTOL_R)
     assert res.deviance == pytest.approx(ref["deviance"], rel=OBJECTIVE_RTOL)
     assert res.aic == pytest.approx(ref["aic"], rel=OBJECTIVE_RTOL)
 

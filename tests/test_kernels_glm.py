@@ -59,7 +59,8 @@ def test_family_kernels_match_numpy_twins(code):
         y = rng.normal(0, 5, 600)
     else:
         mu = rng.gamma(2.0, 2.0, 600) + 1e-6
-        y = rng.poisson(3.0, 600).astype(float) if code == L.FAMILY_POISSON else rng.gamma(2.0, 1.0, 600)
+        y = (rng.poisson(3.0, 600).astype(float) if code == L.FAMILY_POISSON
+             else rng.gamma(2.0, 1.0, 600))
     for which in (0, 1):
         got = _map_family(y, mu, code, which)
         want = L.variance_numpy(mu, code) if which == 0 else L.unit_deviance_numpy(y, mu, code)
@@ -69,7 +70,8 @@ def test_family_kernels_match_numpy_twins(code):
 def test_links_agree_with_independent_formulas():
     """Away from the clipping region the links are the textbook functions (scipy)."""
     eta = np.linspace(-6, 6, 121)
-    np.testing.assert_allclose(L.linkinv_numpy(eta, L.LINK_LOGIT), 1 / (1 + np.exp(-eta)), rtol=1e-14)
+    np.testing.assert_allclose(L.linkinv_numpy(eta, L.LINK_LOGIT), 1 / (1 + np.exp(-eta)),
+                               rtol=1e-14)
     np.testing.assert_allclose(L.linkinv_numpy(eta, L.LINK_PROBIT), stats.norm.cdf(eta), rtol=1e-13)
     np.testing.assert_allclose(L.mu_eta_numpy(eta, L.LINK_PROBIT), stats.norm.pdf(eta), rtol=1e-13)
     np.testing.assert_allclose(L.linkinv_numpy(eta[eta < 3], L.LINK_CLOGLOG),
@@ -97,7 +99,8 @@ def test_link_clipping_as_r():
 def test_unit_deviance_zero_responses():
     """y = 0 terms are the limits 0 log 0 = 0 (poisson 2 mu, binomial -2 log(1-mu))."""
     mu = np.array([0.5, 2.0])
-    np.testing.assert_allclose(L.unit_deviance_numpy(np.zeros(2), mu, L.FAMILY_POISSON), 2 * mu, rtol=1e-15)
+    np.testing.assert_allclose(L.unit_deviance_numpy(np.zeros(2), mu, L.FAMILY_POISSON), 2 * mu,
+                               rtol=1e-15)
     p = np.array([0.2, 0.7])
     np.testing.assert_allclose(L.unit_deviance_numpy(np.zeros(2), p, L.FAMILY_BINOMIAL),
                                -2 * np.log(1 - p), rtol=1e-15)
@@ -149,7 +152,8 @@ def test_irls_pass_flags_invalid_mu():
     n = 3
     eta = np.array([0.5, -0.2, 1.0])        # gamma/inverse: negative eta -> negative mu
     bufs = [np.empty(n) for _ in range(3)]
-    _, ok = irls_pass(np.ones(n), np.ones(n), eta, np.zeros(n), L.LINK_INVERSE, L.FAMILY_GAMMA, *bufs)
+    _, ok = irls_pass(np.ones(n), np.ones(n), eta, np.zeros(n), L.LINK_INVERSE, L.FAMILY_GAMMA,
+                      *bufs)
     assert not ok
     _, ok = irls_pass(np.ones(n), np.ones(n), np.abs(eta), np.zeros(n), L.LINK_INVERSE,
                       L.FAMILY_GAMMA, *bufs)
