@@ -99,6 +99,14 @@ def test_coefficients_and_se_match_r(fits, name):
 
 
 @pytest.mark.parametrize("name", list(CASES))
+def test_pvalues_match_r(fits, name):
+    """t tests (df_resid) for estimated dispersion, z tests otherwise, as summary.glm."""
+    case, res = CASES[name], fits[name]
+    np.testing.assert_allclose(res.pvalues.rename(r_name)[case["coef_names"]], case["pvalues"],
+                               rtol=SE_RTOL_R, atol=1e-300)
+
+
+@pytest.mark.parametrize("name", list(CASES))
 def test_default_settings_reproduce_r_default_glm(name):
     """tol=1e-8, maxiter=25: the same iterations as R's glm.fit, hence the same estimates."""
     case = CASES[name]

@@ -69,7 +69,7 @@ out <- lapply(cases, function(cs) {
        weights = if (is.null(cs$weights)) NA else cs$weights,
        offset = if (is.null(cs$offset)) NA else cs$offset,
        coef_names = names(coef(fit)), coef = unname(coef(fit)),
-       se = unname(s$coefficients[, 2]),
+       se = unname(s$coefficients[, 2]), pvalues = unname(s$coefficients[, 4]),
        deviance = deviance(fit), null_deviance = fit$null.deviance,
        aic = AIC(fit), bic = BIC(fit), loglik = as.numeric(logLik(fit)),
        df_residual = fit$df.residual, df_null = fit$df.null, dispersion = s$dispersion,
