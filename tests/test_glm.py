@@ -366,3 +366,24 @@ def test_gaussian_log_link_with_non_positive_responses_matches_statsmodels():
     ref = smf.glm("y ~ x", data, family=sm.families.Gaussian(link=sm.families.links.Log())
                   ).fit(tol=1e-15, maxiter=200)
     np.testing.assert_allclose(res.params, ref.params, rtol=COEF_RTOL_STATSMODELS)
+
+
+def test_binomial_response_encodings_agree(fits):
+    """0/1, boolean, strings and a two-level categorical give the same fit; the summary
+    names the level counted as success."""
+    ref = fits["binomial_levels"]
+    yes = DATA_FRAME["outcome"] == "yes"
+    variants = {
+        "01": (yes.astype(int), "1"),
+        "bool": (yes, "True"),
+        "cat": (pd.Categorical(DATA_FRAME["outcome"], categories=["no", "yes"]), "'yes'"),
+    }
+    for label, (column, success) in variants.items():
+        data = DATA_FRAME.assign(resp=column)
+        res = ig.glm("resp ~ x1 + x2", data, family="binomial").fit(**TIGHT)
+        np.testing.assert_allclose(res.params, ref.params, rtol=1e-12, err_msg=label)
+        assert re.search(rf"Success level:\s+{re.escape(success)}\s", str(res.summary())), label
+    flipped = DATA_FRAME.assign(
+        resp=pd.Categorical(DATA_FRAME["outcome"], categories=["yes", "no"]))
+    res = ig.glm("resp ~ x1 + x2", flipped, family="binomial").fit(**TIGHT)
+    np.testing.assert_allclose(res.params, -ref.params, rtol=1e-10)
