@@ -72,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         except BrokenPipeError:
             return 1
+        except OSError as exc:           # the system refused: disk full, permissions...
+            if debug:
+                raise
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            _error(f"{where}{exc.strerror or _first_line(str(exc)) or type(exc).__name__}")
+            return 2
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             if debug:
                 raise
@@ -370,15 +376,15 @@ def _fixed_matrix(res: Any) -> tuple[list[str], pd.DataFrame]:
     if isinstance(params, pd.DataFrame):
         frame = params
         if classes is not None and frame.shape[1] == len(classes):
-            return [str(c) for c in classes], frame
-        return [str(c) for c in frame.columns], frame
+            return [_label(c) for c in classes], frame
+        return [_label(c) for c in frame.columns], frame
     series = pd.Series(params)
     if isinstance(series.index, pd.MultiIndex):      # (class, name) pairs
         frame = series.unstack(level=0)
         order = classes if classes is not None else list(frame.columns)
         frame = frame.reindex(index=list(dict.fromkeys(series.index.get_level_values(1))),
                               columns=list(order)).fillna(0.0)
-        return [str(c) for c in order], frame
+        return [_label(c) for c in order], frame
     return [_response_name(res)], series.to_frame("value")
 
 

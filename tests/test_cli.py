@@ -187,3 +187,279 @@ def test_console_script_runs(tmp_path):
     assert done.stderr.strip() == f"impactglm: error: {str(tmp_path / 'missing.csv')!r}: no such file"
     version = subprocess.run(command + ["--version"], capture_output=True, text=True, timeout=120)
     assert version.returncode == 0 and version.stdout.strip().startswith("impactglm ")
+
+
+# --------------------------------------------------------------------------- end to end
+# The multinomial model is fitted once through the CLI (module fixture) and once in
+# Python on the in-memory frame (the reference); every other test reuses them or fits
+# a cheap Gaussian model, to keep the file fast.
+
+import impactglm as ig  # noqa: E402
+from impactglm.demo import demo_sizes, score_probabilities  # noqa: E402
+
+MULTI = "Rating ~ ^UserID + ^MovieID + age"
+PRIOR = 0.7                                 # fixed prior sd: a shorter fit than "auto"
+CHEAP = "Rating ~ ^MovieID + age"          # fitted with --family gaussian
+
+
+def write_independently(df: pd.DataFrame, path) -> None:
+    """Write with pandas (not impactglm.io), so that reading is checked independently."""
+    name = str(path)
+    if name.endswith(".parquet"):
+        df.to_parquet(path, index=False)
+    else:
+        df.to_csv(path, index=False, sep="\t" if ".tsv" in name else ",")
+
+
+class Fitted:
+    """Paths and outputs of the one CLI multinomial fit."""
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, ratings):
+    tmp = tmp_path_factory.mktemp("fitted")
+    f = Fitted()
+    f.data, f.model, f.coef = tmp / "train.csv.gz", tmp / "model.json", tmp / "coef.tsv"
+    write_independently(ratings, f.data)
+    argv = ["fit", "--data", f.data, "--formula", MULTI, "--family", "multinomial",
+            "--prior-sd", PRIOR, "--holdout", "0.2", "--seed", "5", "--model", f.model,
+            "--coef-tsv", f.coef]
+    import contextlib
+    import io as stdio
+    out, err = stdio.StringIO(), stdio.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        f.code = cli.main([str(a) for a in argv])
+    f.out, f.err = out.getvalue(), err.getvalue()
+    return f
+
+
+@pytest.fixture(scope="module")
+def reference(ratings):
+    """The same model fitted in Python on the in-memory frame."""
+    return ig.glm(MULTI, ratings, family="multinomial", prior_sd=PRIOR).fit(holdout=0.2, seed=5)
+
+
+def test_fit_from_csv_gz_matches_the_python_fit(fitted, reference):
+    assert fitted.code == 0, fitted.err
+    assert "Multinomial" in fitted.out and "Holdout" in fitted.out
+    assert f"{reference.holdout_metrics.nobs}" in fitted.out.replace(",", "")
+    assert "read 3,000 rows" in fitted.err and "times:" in fitted.err   # notes (no --quiet)
+    loaded = ig.load(fitted.model)
+    np.testing.assert_allclose(loaded.params.to_numpy(), reference.params.to_numpy(),
+                               rtol=1e-9, atol=1e-12)
+    assert loaded.prior_sd == pytest.approx(reference.prior_sd, rel=1e-9)
+    assert sorted(p.name for p in fitted.model.parent.iterdir()) == [
+        "coef.tsv", "model.json", "model.npz", "train.csv.gz"]          # no temp files
+
+
+@pytest.mark.parametrize("name", ["new.csv", "new.csv.gz", "new.tsv", "new.parquet"])
+def test_score_every_format(capsys, tmp_path, ratings, fitted, reference, name):
+    data = tmp_path / name
+    write_independently(ratings, data)
+    out_name = "scored.parquet" if "csv" in name else "scored.csv"
+    code, out, err = run(capsys, "score", "--model", fitted.model, "--data", data,
+                         "--out", tmp_path / out_name, "--quiet")
+    assert code == 0, err
+    result = io.read_table(tmp_path / out_name)
+    classes = [cli._label(c) for c in reference.classes]
+    assert list(result.columns) == ([f"prob_{c}" for c in classes] + ["predicted"]
+                                    + list(ratings.columns))
+    np.testing.assert_allclose(result.iloc[:, :len(classes)].to_numpy(),
+                               reference.predict(ratings).to_numpy(), rtol=1e-9, atol=1e-15)
+    np.testing.assert_array_equal(result["predicted"].to_numpy(dtype=float),
+                                  reference.predict(ratings, which="class").to_numpy(dtype=float))
+    for col in ratings.columns:                        # input columns carried through unchanged
+        assert result[col].astype(str).tolist() == ratings[col].astype(str).tolist() \
+            or np.array_equal(result[col].to_numpy(dtype=float), ratings[col].to_numpy(dtype=float))
+    # the printed accuracy is the share of rows whose predicted class is the rating
+    accuracy = float(np.mean(result["predicted"].to_numpy(dtype=float)
+                             == ratings["Rating"].to_numpy(dtype=float)))
+    assert f"accuracy {accuracy:,.6g}" in out and "deviance" in out and "log-loss" in out
+
+
+@pytest.mark.parametrize("name", ["d.csv", "d.csv.gz", "d.tsv", "d.parquet"])
+def test_fit_every_format(capsys, tmp_path, ratings, name):
+    data = tmp_path / name
+    write_independently(ratings, data)
+    code, out, err = run(capsys, "fit", "--data", data, "--formula", CHEAP, "--family",
+                         "gaussian", "--prior-sd", "0.5", "--model", tmp_path / "m.json",
+                         "--quiet")
+    assert code == 0, err
+    assert err == ""                                   # --quiet: nothing on stderr
+    ref = cheap_reference(ratings)
+    loaded = ig.load(tmp_path / "m.json")
+    np.testing.assert_allclose(loaded.params.to_numpy(), ref.params.to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(loaded.level_effects("MovieID")["effect"].to_numpy(),
+                               ref.level_effects("MovieID")["effect"].to_numpy(), rtol=1e-9,
+                               atol=1e-12)
+
+
+_CHEAP = {}
+
+
+def cheap_reference(ratings):
+    if "ref" not in _CHEAP:
+        _CHEAP["ref"] = ig.glm(CHEAP, ratings, family="gaussian", prior_sd=0.5).fit()
+    return _CHEAP["ref"]
+
+
+def test_coef_tsv_rebuilds_the_predictions(fitted, ratings, reference):
+    """Any tool can score from the TSV: softmax of the summed rows equals predict()."""
+    table = pd.read_csv(fitted.coef, sep="\t", dtype={"outcome": str, "level": str},
+                        keep_default_na=False)
+    assert list(table.columns) == ["outcome", "variable", "kind", "level", "value"]
+    assert set(table["kind"]) == {"Const", "Numeric", "CategoricalLevel"}
+    classes = [cli._label(c) for c in reference.classes]
+    assert list(dict.fromkeys(table["outcome"])) == classes
+    params = reference.params
+    for j, c in enumerate(reference.classes):
+        rows = table[table["outcome"] == classes[j]]
+        const = rows[rows["kind"] == "Const"]["value"].to_numpy()
+        np.testing.assert_allclose(const, [params.loc["Intercept", c]], rtol=1e-9, atol=1e-12)
+        age = rows[(rows["kind"] == "Numeric") & (rows["variable"] == "age")]["value"]
+        np.testing.assert_allclose(age, [params.loc["age", c]], rtol=1e-9, atol=1e-12)
+        for factor in ("UserID", "MovieID"):
+            lv = reference.level_effects(factor)
+            got = rows[rows["variable"] == factor]
+            assert got["level"].tolist() == [str(x) for x in lv.index]
+            np.testing.assert_allclose(got["value"].to_numpy(), lv[f"effect[{c}]"].to_numpy(),
+                                       rtol=1e-9, atol=1e-12)
+    # rebuild eta for every row from the TSV alone
+    eta = np.zeros((len(ratings), len(classes)))
+    for j, label in enumerate(classes):
+        rows = table[table["outcome"] == label]
+        value = {(v, lvl): x for v, lvl, x in zip(rows["variable"], rows["level"], rows["value"])}
+        eta[:, j] += value[("Intercept", "")] + value[("age", "")] * ratings["age"].to_numpy()
+        for factor in ("UserID", "MovieID"):
+            eta[:, j] += [value.get((factor, str(x)), 0.0) for x in ratings[factor]]
+    p = np.exp(eta - eta.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(p, reference.predict(ratings).to_numpy(), rtol=1e-8, atol=1e-12)
+
+
+def test_summary_of_saved_model(capsys, fitted):
+    code, out, err = run(capsys, "summary", "--model", fitted.model)
+    assert code == 0 and out.strip() and out.strip() in fitted.out
+
+
+def test_overwrite_needs_force(capsys, tmp_path, ratings):
+    data = tmp_path / "d.parquet"
+    write_independently(ratings, data)
+    model = tmp_path / "m.json"
+    model.write_text("old model")
+
+    def argv(*extra):
+        return ["fit", "--data", data, "--formula", CHEAP, "--family", "gaussian",
+                "--prior-sd", "0.5", "--model", model, "--quiet", *extra]
+
+    code, out, err = run(capsys, *argv())
+    assert_user_error(code, out, err, "m.json", "exists")
+    assert model.read_text() == "old model"
+    assert run(capsys, *argv("--force"))[0] == 0
+    assert ig.load(model).params.to_numpy() == pytest.approx(
+        cheap_reference(pd.read_parquet(data)).params.to_numpy(), rel=1e-9)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.parquet", "m.json", "m.npz"]
+
+
+def test_failed_save_leaves_nothing(capsys, tmp_path, ratings, monkeypatch):
+    import impactglm.serialize as serialize
+
+    def broken(res, path, *args, **kwargs):
+        with open(path, "w") as f:
+            f.write('{"partial": ')
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(serialize, "save", broken)
+    data = tmp_path / "d.parquet"
+    write_independently(ratings, data)
+    code, out, err = run(capsys, "fit", "--data", data, "--formula", CHEAP, "--family", "gaussian",
+                         "--prior-sd", "0.5", "--model", tmp_path / "m.json",
+                         "--coef-tsv", tmp_path / "c.tsv", "--quiet")
+    assert_user_error(code, out, err, "No space left on device")
+    assert [p.name for p in tmp_path.iterdir()] == ["d.parquet"]   # no model, temp dir, TSV
+
+
+def test_score_without_outcome_and_with_unseen_levels(capsys, tmp_path, ratings, fitted,
+                                                      reference):
+    new = ratings.drop(columns="Rating").iloc[:50].copy()
+    new["UserID"] = new["UserID"] + 10_000                 # users never seen
+    data = tmp_path / "new.csv"
+    write_independently(new, data)
+    with pytest.warns(ig.errors.UnseenLevelWarning):
+        expected = reference.predict(new).to_numpy()
+    code, out, err = run(capsys, "score", "--model", fitted.model, "--data", data,
+                         "--out", tmp_path / "s.csv")
+    assert code == 0, err
+    assert "accuracy" not in out
+    assert "impactglm: warning: " in err and "UserID" in err
+    result = io.read_table(tmp_path / "s.csv")
+    assert list(result.columns)[-4:] == list(new.columns)
+    np.testing.assert_allclose(result.iloc[:, :10].to_numpy(), expected, rtol=1e-9)
+
+
+def test_score_missing_predictor_column(capsys, tmp_path, ratings, fitted):
+    data = tmp_path / "new.csv"
+    write_independently(ratings.drop(columns="MovieID"), data)
+    code, out, err = run(capsys, "score", "--model", fitted.model, "--data", data,
+                         "--out", tmp_path / "s.csv")
+    assert_user_error(code, out, err, "'MovieID'")
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_binomial_fit_coefficients_and_score(capsys, tmp_path):
+    df = make_ratings(2000, 40, 30, kind="binary", seed=4).data
+    formula = "y ~ ^UserID + age + C(genre)"
+    data = tmp_path / "d.csv"
+    write_independently(df, data)
+    code, out, err = run(capsys, "fit", "--data", data, "--formula", formula, "--family",
+                         "binomial", "--model", tmp_path / "m.json", "--coef-tsv",
+                         tmp_path / "c.tsv", "--quiet")       # prior sd: auto (default)
+    assert code == 0, err
+    ref = ig.glm(formula, df, family="binomial", prior_sd="auto").fit()
+    table = pd.read_csv(tmp_path / "c.tsv", sep="\t", keep_default_na=False)
+    assert set(table["outcome"]) == {"y"}
+    fixed = table[table["variable"] != "UserID"]
+    assert fixed["kind"].tolist() == ["Const"] + ["CategoricalLevel"] * 6 + ["Numeric"]
+    assert fixed["variable"].tolist() == ["Intercept"] + ["C(genre)"] * 6 + ["age"]
+    assert fixed["level"].tolist()[1:-1] == [n.split("[T.")[1][:-1] for n in ref.params.index[1:-1]]
+    np.testing.assert_allclose(fixed["value"].to_numpy(), ref.params.to_numpy(), rtol=1e-9)
+    levels = table[table["variable"] == "UserID"]
+    np.testing.assert_allclose(levels["value"].to_numpy(),
+                               ref.level_effects("UserID")["effect"].to_numpy(), rtol=1e-9,
+                               atol=1e-12)
+    code, out, err = run(capsys, "score", "--model", tmp_path / "m.json", "--data", data,
+                         "--out", tmp_path / "s.parquet", "--quiet")
+    assert code == 0, err
+    result = pd.read_parquet(tmp_path / "s.parquet")
+    assert list(result.columns) == ["prob", "predicted"] + list(df.columns)
+    np.testing.assert_allclose(result["prob"].to_numpy(), ref.predict(df).to_numpy(), rtol=1e-9)
+    np.testing.assert_array_equal(result["predicted"], (ref.predict(df).to_numpy() >= 0.5) * 1)
+    assert "accuracy" in out and "deviance" in out
+
+
+def test_demo_runs_small(capsys):
+    code, out, err = run(capsys, "demo", "--rows", "6000", "--seed", "2", "--quiet")
+    assert code == 0, err
+    table = {}
+    for line in out.splitlines():
+        for key, start in (("truth", "truth"), ("model", "impactglm  ^UserID"),
+                           ("no ids", "impactglm  age"), ("null", "class frequencies")):
+            if line.startswith(start):
+                table[key] = float(line.split()[-2])
+    assert len(table) == 4, out
+    # the truth beats the model, the ids help, everything beats the class frequencies
+    assert table["truth"] < table["model"] < table["no ids"] < table["null"]
+    assert "times:" in out and "Multinomial" in out
+
+
+def test_demo_scores_agree_with_the_simulator():
+    sim = make_ratings(5000, 50, 40, kind="multinomial", seed=9)
+    rows = np.arange(0, 5000, 3)
+    y = np.rint(sim.data["Rating"].to_numpy()[rows] * 2).astype(int) - 1
+    s = score_probabilities(sim.true_proba(rows), y)
+    assert s.logloss == pytest.approx(sim.oracle_logloss(rows), rel=1e-12)
+    binary = make_ratings(3000, 30, 20, kind="binary", seed=9)
+    yb = binary.data["y"].to_numpy()
+    assert score_probabilities(binary.true_proba(), yb).logloss == pytest.approx(
+        binary.oracle_logloss(), rel=1e-12)
+    assert demo_sizes(1_000_000) == (6040, 3706)
