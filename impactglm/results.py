@@ -71,10 +71,6 @@ class GLMResults:
     model: everything but the training-data residuals).
     """
 
-    _STAT_KEYS = ("deviance", "null_deviance", "pearson_chi2", "scale", "llf", "aic", "bic",
-                  "nobs", "df_model", "df_resid", "converged", "n_iter", "n_dropped", "rank",
-                  "method")
-
     def __init__(self, *, params: np.ndarray, cov: np.ndarray, column_names, family: Family,
                  spec, stats: Mapping[str, Any], effects: tuple[FactorEffects, ...] = (),
                  log: pd.DataFrame | None = None, extra: Mapping[str, Any] | None = None,
