@@ -34,7 +34,8 @@ def timed(fn, repeat: int) -> tuple[float, object]:
 def run(n_rows: int, repeat: int) -> list[tuple[str, str, float]]:
     n_users, n_movies = SIZES.get(n_rows, (max(n_rows // 143, 2), max(n_rows // 936, 2)))
     data = make_ratings(n_rows, n_users, n_movies, kind="binary", seed=1).data
-    label = f"{n_rows:,} rows, {data['UserID'].nunique():,} users x {data['MovieID'].nunique():,} movies"
+    users, movies = data["UserID"].nunique(), data["MovieID"].nunique()
+    label = f"{n_rows:,} rows, {users:,} users x {movies:,} movies"
     rows = []
     t, _ = timed(lambda: factorize(data["UserID"]), repeat)
     rows.append((label, "factorize(UserID)", t))

@@ -41,9 +41,9 @@ import ast
 import builtins
 import itertools
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -206,7 +206,8 @@ def _special_spans(text: str) -> tuple[int, list[tuple[int, int]]]:
     for term, start in _split_terms(text, text[rhs_start:], rhs_start):
         body = term.lstrip("+-").strip()
         special = body.startswith("^") or (
-            body.startswith("(") and _matching_paren(body) == len(body) - 1 and _has_bar(body[1:-1]))
+            body.startswith("(") and _matching_paren(body) == len(body) - 1
+            and _has_bar(body[1:-1]))
         if special:
             spans.append((start, start + len(term)))
     return tilde, spans
@@ -459,7 +460,8 @@ def _encode_value(v):
         if a.dtype == np.longdouble and np.longdouble != np.float64:
             hi = a.astype(np.float64)
             lo = (a - hi.astype(np.longdouble)).astype(np.float64)
-            return {"array": "longdouble", "shape": list(a.shape), "scalar": isinstance(v, np.generic),
+            return {"array": "longdouble", "shape": list(a.shape),
+                    "scalar": isinstance(v, np.generic),
                     "hi": hi.ravel().tolist(), "lo": lo.ravel().tolist()}
         if a.dtype.kind not in "biuf":
             raise DataError(f"cannot store transform state of dtype {a.dtype}")
@@ -549,7 +551,8 @@ def _design_info_from_dict(d: Mapping) -> DesignInfo:
             obj.__dict__.update({k: _decode_value(x) for k, x in t["attrs"].items()})
             transforms[name] = obj
         state = {"eval_env": _EVAL_ENV, "eval_code": f["eval_code"], "transforms": transforms}
-        cats = None if f["categories"] is None else tuple(_decode_scalar(t) for t in f["categories"])
+        cats = (None if f["categories"] is None
+                else tuple(_decode_scalar(t) for t in f["categories"]))
         infos[fac] = FactorInfo(fac, f["type"], state, f["num_columns"], cats)
         objs[f["code"]] = fac
     codings = OrderedDict()
@@ -633,7 +636,8 @@ class ModelSpec:
             "fixed_design": self.fixed_design, "fixed_columns": list(self.fixed_columns),
             "factors": [{"name": n, "levels": _encode_levels(lv)}
                         for n, lv in zip(self.factor_names, self.factor_levels)],
-            "random_terms": [{**r, "levels": _encode_levels(r["levels"])} for r in self.random_terms],
+            "random_terms": [{**r, "levels": _encode_levels(r["levels"])}
+                             for r in self.random_terms],
             "weights": self.weights, "weights_kind": self.weights_kind,
             "offset": self.offset, "offset_kind": self.offset_kind, "na_action": self.na_action,
         }
@@ -928,7 +932,8 @@ def _group_codes(frame: pd.DataFrame, group_vars: Sequence[str]):
 
 
 def _single_level_error(name: str, levels, what: str) -> DataError:
-    return DataError(f"the {what}{name!r} has a single level ({_py(levels[0])!r}) in the rows used; "
+    return DataError(f"the {what}{name!r} has a single level ({_py(levels[0])!r}) in the rows "
+                     "used; "
                      "it needs at least 2 levels (its effect cannot be told apart from the "
                      "intercept)")
 
@@ -991,13 +996,159 @@ def _check_range(y: np.ndarray, family: str, name: str, labels: pd.Index) -> Non
 # --------------------------------------------------------------------------- build_design
 
 
+@dataclass
+class _Rows:
+    """The used columns of the kept rows (RangeIndex), their labels, and per-row arrays."""
+
+    frame: pd.DataFrame
+    labels: pd.Index
+    arrays: dict
+    n_dropped: int = 0
+
+    def subset(self, keep: np.ndarray) -> "_Rows":
+        return _Rows(self.frame[keep].reset_index(drop=True), self.labels[keep],
+                     {k: None if a is None else a[keep] for k, a in self.arrays.items()},
+                     self.n_dropped + int((~keep).sum()))
+
+
+def _select_rows(frame: pd.DataFrame, used: Sequence[str], numeric: Sequence[str],
+                 arrays: dict, na_action: str) -> _Rows:
+    """R's na.omit over ``used`` columns and the ``arrays`` (weights, offset).
+
+    Infinite values in the ``numeric`` columns or the arrays are errors naming the row.
+    """
+    _check_finite(frame, numeric)
+    for what, arr in arrays.items():
+        if arr is not None and np.isinf(arr).any():
+            i = int(np.argmax(np.isinf(arr)))
+            raise DataError(f"the {what} is infinite at row {_row_label(frame.index, i)!r}")
+    missing = _missing_mask(frame, used, arrays, na_action)
+    rows = _Rows(frame[list(used)] if used else pd.DataFrame(index=frame.index), frame.index,
+                 dict(arrays))
+    if missing.any():
+        rows = rows.subset(~missing)
+    else:
+        rows.frame = rows.frame.reset_index(drop=True)
+    if len(rows.frame) == 0:
+        raise DataError(f"no rows left after removing {rows.n_dropped} rows with missing values "
+                        f"in the columns {', '.join(map(repr, used))}")
+    return rows
+
+
+def _drop_transform_nan(rows: _Rows, ok: np.ndarray, na_action: str) -> _Rows:
+    """Rows where a transform gave NaN (np.log(-1)) are dropped like missing values."""
+    if ok.all():
+        return rows
+    if na_action == "raise":
+        i = int(np.argmin(ok))
+        raise DataError(f"a transform in the formula gives NaN at row "
+                        f"{_row_label(rows.labels, i)!r}; fix the data or use na_action='drop'")
+    rows = rows.subset(ok)
+    if len(rows.frame) == 0:
+        raise DataError("no rows left after removing rows with missing values")
+    return rows
+
+
+@dataclass
+class _Columns:
+    """The data columns each part of the formula reads."""
+
+    fixed: list
+    response: list
+    random: list
+    groups: list
+    high_cardinality: list
+
+
+def _formula_columns(parsed: ParsedFormula, data, rhs_text: str, shift: int,
+                     extra: Sequence[str]) -> tuple[pd.DataFrame, _Columns]:
+    """The table (only the needed columns of an Arrow table) and the columns the formula
+    uses; unknown names raise ColumnNotFoundError (closest name suggested) and unknown
+    functions FormulaError with a caret, before any numerical work."""
+    text = parsed.text
+    fixed_names, _ = _patsy_factor_names(rhs_text, text, shift)
+    lhs_pos = len(text) - len(text.lstrip())
+    resp_names = _expr_names(parsed.response, text, lhs_pos) if parsed.response else _Names([], [])
+    random_names = []
+    for term in parsed.random:
+        pos = max(text.find(term.expr), 0)
+        random_names.append(_patsy_factor_names("~ " + term.expr, text, pos - 2)[0])
+    groups = _unique(v for t in parsed.random for v in t.group_vars)
+    wanted = {n for names in [fixed_names, resp_names, *random_names] for n, _ in names.columns}
+    wanted |= set(parsed.high_cardinality) | set(groups) | set(extra)
+    frame = _as_frame(data, sorted(wanted, key=str))
+    columns = set(frame.columns)
+
+    def check(names: _Names) -> list[str]:
+        for name, pos in names.functions:
+            if name not in columns and not _is_function_ok(name):
+                raise FormulaError(f"unknown function {name!r}", text, pos)
+        for name, _ in names.columns:
+            if name not in columns and name not in _NAMESPACE:
+                raise ColumnNotFoundError(name, frame.columns)
+        return _unique(n for n, _ in names.columns if n in columns)
+
+    for name in list(parsed.high_cardinality) + groups:
+        if name not in columns:
+            raise ColumnNotFoundError(name, frame.columns)
+    return frame, _Columns(fixed=check(fixed_names), response=check(resp_names),
+                           random=_unique(c for r in random_names for c in check(r)),
+                           groups=groups, high_cardinality=list(parsed.high_cardinality))
+
+
+def _response_source(parsed: ParsedFormula, rows: _Rows, columns: set):
+    """(values, column or None, stored Patsy design of an LHS expression or None)."""
+    lhs, text = parsed.response, parsed.text
+    if not lhs:
+        raise FormulaError("the formula needs a response: 'y ~ terms'", text, 0)
+    name = _simple_name(lhs)
+    if name in columns:
+        return rows.frame[name], name, None
+    lhs_pos = len(text) - len(text.lstrip())
+    info, M = _build_patsy("~0+" + lhs, rows.frame, text, lhs_pos - 3)
+    if M.shape[1] != 1:
+        raise DataError(f"the response {lhs!r} must be one numeric column, it gives "
+                        f"{M.shape[1]} columns")
+    return pd.Series(M[:, 0]), None, _design_info_to_dict(info)
+
+
+def _high_cardinality_factors(frame: pd.DataFrame, names: Sequence[str]) -> list[FactorCodes]:
+    factors = []
+    for name in names:
+        codes, levels, counts = factorize(frame[name], name)
+        if len(levels) < 2:
+            raise _single_level_error(name, levels, "high-cardinality factor ")
+        factors.append(FactorCodes(name, codes, levels, counts))
+    return factors
+
+
+def _random_blocks(frame: pd.DataFrame, terms: Sequence[RandomTerm], text: str):
+    """RandomBlocks (``(x || g)`` split per column) and their plain-data specs."""
+    blocks, specs = [], []
+    for term in terms:
+        codes, levels, _ = _group_codes(frame, term.group_vars)
+        if len(levels) < 2:
+            raise _single_level_error(term.group, levels, "grouping factor ")
+        info, Z, names = _random_design(term, frame, text)
+        if not np.isfinite(Z).all():
+            raise DataError(f"the random-effects term {str(term)!r} gives non-finite values")
+        splits = [list(range(Z.shape[1]))] if term.correlated else [[j] for j in range(Z.shape[1])]
+        for cols in splits:
+            blocks.append(RandomBlock(term.group, codes, levels, np.ascontiguousarray(Z[:, cols]),
+                                      tuple(names[j] for j in cols)))
+            specs.append({"group_vars": list(term.group_vars), "expr": term.expr,
+                          "correlated": term.correlated, "columns": cols,
+                          "design": _design_info_to_dict(info), "levels": levels})
+    return blocks, specs
+
+
 def build_design(formula: str | ParsedFormula, data, *, family: str = "gaussian",
                  weights=None, offset=None, na_action: str = "drop") -> Design:
     """Build the arrays of a model from a formula and a table (see the module docstring).
 
     ``weights``/``offset``: a column name or an array with one value per row of
-    ``data``.  ``na_action``: "drop" (R's na.omit over the columns the model uses)
-    or "raise".  ``data`` is never modified.
+    ``data`` (positional).  ``na_action``: "drop" (R's na.omit over the columns the
+    model uses) or "raise".  ``data`` is never modified.
     """
     parsed = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
     text = parsed.text
@@ -1005,148 +1156,56 @@ def build_design(formula: str | ParsedFormula, data, *, family: str = "gaussian"
     if na_action not in NA_ACTIONS:
         raise DataError(f"na_action must be 'drop' or 'raise', not {na_action!r}")
 
-    # 1. every name the formula uses
+    # 1. every name the formula uses, checked against the data
     rhs_text = _patsy_rhs_text(text)
     shift = -1 if not parsed.response else 0
-    fixed_names, _ = _patsy_factor_names(rhs_text, text, shift)
-    lhs = parsed.response
-    lhs_pos = len(text) - len(text.lstrip())
-    resp_names = _expr_names(lhs, text, lhs_pos) if lhs else _Names([], [])
-    random_names = []
-    for term in parsed.random:
-        pos = max(text.find(term.expr), 0)
-        names, _ = _patsy_factor_names("~ " + term.expr, text, pos - 2)
-        random_names.append(names)
-
-    wanted = {n for n, _ in fixed_names.columns + resp_names.columns}
-    wanted |= set(parsed.high_cardinality) | {v for t in parsed.random for v in t.group_vars}
-    wanted |= {n for r in random_names for n, _ in r.columns}
-    wanted |= {a for a in (weights, offset) if isinstance(a, str)}
-    frame = _as_frame(data, sorted(wanted, key=str))
-    columns = set(frame.columns)
-
-    def check(names: _Names) -> list[str]:
-        used = []
-        for name, pos in names.functions:
-            if name not in columns and not _is_function_ok(name):
-                raise FormulaError(f"unknown function {name!r}", text, pos)
-        for name, pos in names.columns:
-            if name in columns:
-                used.append(name)
-            elif name not in _NAMESPACE:
-                raise ColumnNotFoundError(name, frame.columns)
-        return used
-
-    fixed_cols = _unique(check(fixed_names))
-    resp_cols = _unique(check(resp_names))
-    rand_cols = _unique([c for r in random_names for c in check(r)])
-    group_cols = _unique([v for t in parsed.random for v in t.group_vars])
-    for name in list(parsed.high_cardinality) + group_cols:
-        if name not in columns:
-            raise ColumnNotFoundError(name, frame.columns)
-
+    extra = [a for a in (weights, offset) if isinstance(a, str)]
+    frame, cols = _formula_columns(parsed, data, rhs_text, shift, extra)
     w_values, w_col, w_kind = _vector_argument(weights, frame, "weights")
     o_values, o_col, o_kind = _vector_argument(offset, frame, "offset")
 
-    # 2. missing values (R's na.omit over the columns used) and infinities
-    used = _unique(resp_cols + fixed_cols + list(parsed.high_cardinality) + rand_cols + group_cols)
-    _check_finite(frame, _unique(resp_cols + fixed_cols + rand_cols))
-    for what, arr in (("weights", w_values), ("offset", o_values)):
-        if arr is not None and np.isinf(arr).any():
-            i = int(np.argmax(np.isinf(arr)))
-            raise DataError(f"the {what} is infinite at row {_row_label(frame.index, i)!r}")
-    missing = _missing_mask(frame, used, {"weights": w_values, "offset": o_values}, na_action)
-    sub = frame[used] if used else pd.DataFrame(index=frame.index)
-    labels = frame.index
-    if missing.any():
-        keep = ~missing
-        sub, labels = sub[keep], labels[keep]
-        w_values = None if w_values is None else w_values[keep]
-        o_values = None if o_values is None else o_values[keep]
-    n_dropped = int(missing.sum())
-    if len(sub) == 0:
-        raise DataError(f"no rows left after removing {n_dropped} rows with missing values "
-                        f"in the columns {', '.join(map(repr, used))}")
-    sub = sub.reset_index(drop=True)
+    # 2. missing values: R's na.omit over the columns used
+    used = _unique(cols.response + cols.fixed + cols.high_cardinality + cols.random + cols.groups)
+    rows = _select_rows(frame, used, _unique(cols.response + cols.fixed + cols.random),
+                        {"weights": w_values, "offset": o_values}, na_action)
 
-    # 3. fixed part (Patsy), response, then drop rows made NaN by transforms
-    sub = _categorize(sub, _unique(fixed_cols + rand_cols))
-    fixed_info, X = _build_patsy(rhs_text, sub, text, shift)
+    # 3. fixed part (Patsy's columns), response; rows a transform made NaN are dropped
+    rows.frame = _categorize(rows.frame, _unique(cols.fixed + cols.random))
+    fixed_info, X = _build_patsy(rhs_text, rows.frame, text, shift)
     col_names = tuple(fixed_info.column_names)
-    resp_design = None
-    if parsed.response and _simple_name(lhs) in columns:
-        resp_col = _simple_name(lhs)
-        y_source = sub[resp_col]
-    elif parsed.response:
-        resp_col = None
-        resp_info, dm = _build_patsy("~0+" + lhs, sub, text, lhs_pos - 3)
-        if dm.shape[1] != 1:
-            raise DataError(f"the response {lhs!r} must be one numeric column, it gives "
-                            f"{dm.shape[1]} columns")
-        resp_design = _design_info_to_dict(resp_info)
-        y_source = pd.Series(dm[:, 0])
-    else:
-        raise FormulaError("the formula needs a response: 'y ~ terms'", text, 0)
-
-    ok = _finite_rows(X, col_names, labels, "design")
+    y_source, resp_col, resp_design = _response_source(parsed, rows, set(frame.columns))
+    ok = _finite_rows(X, col_names, rows.labels, "design")
     if resp_col is None:
-        ok &= _finite_rows(y_source.to_numpy()[:, None], [lhs], labels, "response")
+        ok &= _finite_rows(y_source.to_numpy()[:, None], [parsed.response], rows.labels,
+                           "response")
     if not ok.all():
-        if na_action == "raise":
-            i = int(np.argmin(ok))
-            raise DataError(f"a transform in the formula gives NaN at row "
-                            f"{_row_label(labels, i)!r}; fix the data or use na_action='drop'")
-        sub, labels, X = sub[ok].reset_index(drop=True), labels[ok], X[ok]
-        y_source = y_source[ok].reset_index(drop=True)
-        w_values = None if w_values is None else w_values[ok]
-        o_values = None if o_values is None else o_values[ok]
-        n_dropped += int((~ok).sum())
-        if len(sub) == 0:
-            raise DataError("no rows left after removing rows with missing values")
-    n = len(sub)
-
+        rows = _drop_transform_nan(rows, ok, na_action)
+        X, y_source = X[ok], y_source[ok].reset_index(drop=True)
+    w_values, o_values = rows.arrays["weights"], rows.arrays["offset"]
     if w_values is not None and (w_values < 0).any():
         i = int(np.argmax(w_values < 0))
-        raise DataError(f"the weights must be non-negative; row {_row_label(labels, i)!r} has "
-                        f"{w_values[i]:g}")
-    y, info, classes = _encode_response(y_source, fam, lhs, labels, w_values)
+        raise DataError(f"the weights must be non-negative; row {_row_label(rows.labels, i)!r} "
+                        f"has {w_values[i]:g}")
+    y, info, classes = _encode_response(y_source, fam, parsed.response, rows.labels, w_values)
 
-    # 4. ^ factors and random blocks
-    factors = []
-    for name in parsed.high_cardinality:
-        codes, levels, counts = factorize(sub[name], name)
-        if len(levels) < 2:
-            raise _single_level_error(name, levels, "high-cardinality factor ")
-        factors.append(FactorCodes(name, codes, levels, counts))
-    blocks, random_specs = [], []
-    for term in parsed.random:
-        codes, levels, counts = _group_codes(sub, term.group_vars)
-        if len(levels) < 2:
-            raise _single_level_error(term.group, levels, "grouping factor ")
-        di, Z, names = _random_design(term, sub, text)
-        splits = [list(range(Z.shape[1]))] if term.correlated else [[j] for j in range(Z.shape[1])]
-        for cols in splits:
-            blocks.append(RandomBlock(term.group, codes, levels,
-                                      np.ascontiguousarray(Z[:, cols]),
-                                      tuple(names[j] for j in cols)))
-            random_specs.append({"group_vars": list(term.group_vars), "expr": term.expr,
-                                 "correlated": term.correlated, "columns": cols,
-                                 "design": _design_info_to_dict(di), "levels": levels})
+    # 4. ^ factors and random-effects blocks
+    factors = _high_cardinality_factors(rows.frame, cols.high_cardinality)
+    blocks, random_specs = _random_blocks(rows.frame, parsed.random, text)
 
+    n = len(rows.frame)
     spec = ModelSpec(
-        formula=text, family=fam, response=lhs, response_column=resp_col,
+        formula=text, family=fam, response=parsed.response, response_column=resp_col,
         response_design=resp_design, response_info=info, classes=classes,
-        fixed_design=_design_info_to_dict(fixed_info), fixed_columns=tuple(fixed_cols),
-        factor_names=tuple(parsed.high_cardinality),
-        factor_levels=tuple(f.levels for f in factors),
+        fixed_design=_design_info_to_dict(fixed_info), fixed_columns=tuple(cols.fixed),
+        factor_names=tuple(cols.high_cardinality), factor_levels=tuple(f.levels for f in factors),
         random_terms=tuple(random_specs), weights=w_col, weights_kind=w_kind,
         offset=o_col, offset_kind=o_kind, na_action=na_action)
     return Design(
         X=np.ascontiguousarray(X, dtype=np.float64), column_names=col_names, y=y,
         weights=np.ones(n) if w_values is None else np.ascontiguousarray(w_values),
         offset=np.zeros(n) if o_values is None else np.ascontiguousarray(o_values),
-        factors=tuple(factors), random=tuple(blocks), spec=spec, n_dropped=n_dropped,
-        row_labels=np.asarray(labels))
+        factors=tuple(factors), random=tuple(blocks), spec=spec, n_dropped=rows.n_dropped,
+        row_labels=np.asarray(rows.labels))
 
 
 def _unique(items: Iterable) -> list:
@@ -1184,7 +1243,8 @@ def _categorize(sub: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
         if (not isinstance(s.dtype, pd.CategoricalDtype) and not _is_numeric(s)
                 and pd.api.types.infer_dtype(s, skipna=False) == "string"):
             codes, levels, _ = factorize(s, col)
-            changes[col] = pd.Categorical.from_codes(codes, categories=pd.Index(levels, dtype=object))
+            changes[col] = pd.Categorical.from_codes(codes,
+                                                     categories=pd.Index(levels, dtype=object))
     return sub.assign(**changes) if changes else sub
 
 
@@ -1215,106 +1275,92 @@ def _level_codes(values: pd.Series, levels: np.ndarray) -> np.ndarray:
     return np.where(raw >= 0, mapping[raw], -1).astype(np.int32)
 
 
-def _transform(spec: ModelSpec, newdata, response: bool, offset, na_action: str) -> NewData:
-    rhs_cols = list(spec.fixed_columns)
-    rand_cols = []
+def _spec_columns(spec: ModelSpec) -> tuple[list, list]:
+    """(columns of the random-term expressions and groups, columns of the response)."""
+    rand = []
     for r in spec.random_terms:
         for f in r["design"]["factors"]:
-            rand_cols += [n for n, _ in _expr_names(f["code"], f["code"], 0).columns]
-        rand_cols += list(r["group_vars"])
-    resp_cols = []
-    if response:
-        if spec.response_column is not None:
-            resp_cols = [spec.response_column]
+            rand += [n for n, _ in _expr_names(f["code"], f["code"], 0).columns]
+        rand += list(r["group_vars"])
+    if spec.response_column is not None:
+        resp = [spec.response_column]
+    else:
+        resp = [n for n, _ in _expr_names(spec.response, spec.response, 0).columns]
+    return _unique(rand), _unique(resp)
+
+
+def _new_random(spec: ModelSpec, frame: pd.DataFrame) -> list:
+    """(codes with -1 for unseen levels, Z) per random block on new data."""
+    out = []
+    for r, info in zip(spec.random_terms, spec._random_infos):
+        g = r["group_vars"]
+        if len(g) == 1:
+            key = frame[g[0]]
         else:
-            resp_cols = [n for n, _ in _expr_names(spec.response, spec.response, 0).columns]
-    wanted = rhs_cols + list(spec.factor_names) + rand_cols + resp_cols
-    wanted += [c for c in (spec.offset, spec.weights) if c is not None]
-    frame = _as_frame(newdata, wanted)
+            key = frame[g[0]].astype(str)
+            for v in g[1:]:
+                key = key + ":" + frame[v].astype(str)
+        _, Z = _build_patsy(info, frame, spec.formula)
+        out.append((_level_codes(key, r["levels"]), np.ascontiguousarray(Z[:, r["columns"]])))
+    return out
+
+
+def _transform(spec: ModelSpec, newdata, response: bool, offset, na_action: str) -> NewData:
+    rand_cols, resp_cols = _spec_columns(spec)
+    fixed_cols, hc = list(spec.fixed_columns), list(spec.factor_names)
+    frame = _as_frame(newdata, fixed_cols + hc + rand_cols + resp_cols
+                      + [c for c in (spec.offset, spec.weights) if c is not None])
     cols = set(frame.columns)
-    rand_cols = [c for c in _unique(rand_cols) if c in cols or c not in _NAMESPACE]
-    resp_cols = [c for c in _unique(resp_cols) if c in cols or c not in _NAMESPACE]
-    if not set(resp_cols) <= cols:      # no response in the new data: y is None
+    rand_cols = [c for c in rand_cols if c in cols or c not in _NAMESPACE]
+    resp_cols = [c for c in resp_cols if c in cols or c not in _NAMESPACE]
+    if not response or not set(resp_cols) <= cols:   # no response in the new data: y is None
         response, resp_cols = False, []
-    required = rhs_cols + list(spec.factor_names) + rand_cols + resp_cols
+    required = fixed_cols + hc + rand_cols + resp_cols
     if spec.offset_kind == "column" and offset is None:
         required.append(spec.offset)
     for c in _unique(required):
-        if c not in cols and (c not in _NAMESPACE or c in spec.factor_names):
+        if c not in cols:
             raise ColumnNotFoundError(c, frame.columns)
 
-    if spec.offset_kind == "array":
-        if offset is None:
-            raise DataError("the model was fitted with an offset array: pass offset= with one "
-                            "value per row of the new data")
-    elif spec.offset_kind == "column":
-        offset = spec.offset if offset is None else offset
-    o_values, _, _ = _vector_argument(offset, frame, "offset")
+    if spec.offset_kind == "array" and offset is None:
+        raise DataError("the model was fitted with an offset array: pass offset= with one "
+                        "value per row of the new data")
+    if spec.offset_kind == "column" and offset is None:
+        offset = spec.offset
+    o_values = _vector_argument(offset, frame, "offset")[0]
     w_values = None
     if response and spec.weights_kind == "column" and spec.weights in cols:
-        w_values, _, _ = _vector_argument(spec.weights, frame, "weights")
+        w_values = _vector_argument(spec.weights, frame, "weights")[0]
+    rows = _select_rows(frame, _unique(fixed_cols + hc + rand_cols + resp_cols),
+                        _unique(fixed_cols + resp_cols),
+                        {"offset": o_values, "weights": w_values}, na_action)
 
-    used = _unique([c for c in rhs_cols + list(spec.factor_names) + rand_cols + resp_cols
-                    if c in cols])
-    _check_finite(frame, _unique(rhs_cols + resp_cols))
-    missing = _missing_mask(frame, used, {"offset": o_values, "weights": w_values}, na_action)
-    sub = frame[used] if used else pd.DataFrame(index=frame.index)
-    labels = frame.index
-    if missing.any():
-        keep = ~missing
-        sub, labels = sub[keep], labels[keep]
-        o_values = None if o_values is None else o_values[keep]
-        w_values = None if w_values is None else w_values[keep]
-    sub = sub.reset_index(drop=True)
-
-    _, X = _build_patsy(spec._fixed_info, sub, spec.formula)
-    ok = _finite_rows(X, spec.column_names, labels, "design")
-
-    y = None
-    if response:
-        if spec.response_design is not None:
-            rd = _design_info_from_dict(spec.response_design)
-            ysrc = pd.Series(_build_patsy(rd, sub, spec.formula)[1][:, 0])
-            ok &= _finite_rows(ysrc.to_numpy()[:, None], [spec.response], labels, "response")
-        else:
-            ysrc = sub[spec.response_column]
-    n_dropped = int(missing.sum())
+    _, X = _build_patsy(spec._fixed_info, rows.frame, spec.formula)
+    ok = _finite_rows(X, spec.column_names, rows.labels, "design")
+    if response and spec.response_design is not None:
+        rd = _design_info_from_dict(spec.response_design)
+        ysrc = pd.Series(_build_patsy(rd, rows.frame, spec.formula)[1][:, 0])
+        ok &= _finite_rows(ysrc.to_numpy()[:, None], [spec.response], rows.labels, "response")
+    elif response:
+        ysrc = rows.frame[spec.response_column]
     if not ok.all():
-        if na_action == "raise":
-            i = int(np.argmin(ok))
-            raise DataError(f"a transform in the formula gives NaN at row {_row_label(labels, i)!r}")
-        sub, labels, X = sub[ok].reset_index(drop=True), labels[ok], X[ok]
-        o_values = None if o_values is None else o_values[ok]
-        w_values = None if w_values is None else w_values[ok]
+        rows = _drop_transform_nan(rows, ok, na_action)
+        X = X[ok]
         if response:
             ysrc = ysrc[ok].reset_index(drop=True)
-        n_dropped += int((~ok).sum())
-    if response:
-        y = _encode_new_response(ysrc, spec, labels)
+    y = _encode_new_response(ysrc, spec, rows.labels) if response else None
 
-    codes, unseen = [], {}
-    for name, levels in zip(spec.factor_names, spec.factor_levels):
-        c = _level_codes(sub[name], levels)
-        codes.append(c)
-        unseen[name] = int((c < 0).sum())
-    random = []
-    for r, di in zip(spec.random_terms, spec._random_infos):
-        g = r["group_vars"]
-        if len(g) == 1:
-            rc = _level_codes(sub[g[0]], r["levels"])
-        else:
-            key = sub[g[0]].astype(str)
-            for v in g[1:]:
-                key = key + ":" + sub[v].astype(str)
-            rc = _level_codes(key, r["levels"])
-        _, Z = _build_patsy(di, sub, spec.formula)
-        random.append((rc, np.ascontiguousarray(Z[:, r["columns"]])))
-    n = len(sub)
-    return NewData(X=np.ascontiguousarray(X), offset=np.zeros(n) if o_values is None
-                   else np.ascontiguousarray(o_values), codes=tuple(codes), unseen=unseen, y=y,
-                   row_labels=np.asarray(labels),
+    codes = tuple(_level_codes(rows.frame[name], levels)
+                  for name, levels in zip(spec.factor_names, spec.factor_levels))
+    n = len(rows.frame)
+    o_values, w_values = rows.arrays["offset"], rows.arrays["weights"]
+    return NewData(X=np.ascontiguousarray(X),
+                   offset=np.zeros(n) if o_values is None else np.ascontiguousarray(o_values),
+                   codes=codes, unseen={name: int((c < 0).sum())
+                                        for name, c in zip(spec.factor_names, codes)},
+                   y=y, row_labels=np.asarray(rows.labels),
                    weights=None if w_values is None else np.ascontiguousarray(w_values),
-                   random=tuple(random), n_dropped=n_dropped)
+                   random=tuple(_new_random(spec, rows.frame)), n_dropped=rows.n_dropped)
 
 
 def _encode_new_response(values: pd.Series, spec: ModelSpec, labels: pd.Index) -> np.ndarray:
