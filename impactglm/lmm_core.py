@@ -55,7 +55,7 @@ from .errors import DataError, ModelError
 from .kernels.lmm import level_dot, level_quadratic, schur_downdate
 
 LOG_2PI = math.log(2.0 * math.pi)
-MAX_DENSE_SCHUR = 30_000        # order of the dense Schur complement we are willing to factor
+MAX_DENSE_SCHUR = 20_000        # order of the dense Schur complement we are willing to factor
 
 
 # --------------------------------------------------------------------------- blocks
@@ -97,9 +97,9 @@ def as_blocks(blocks: Sequence[Any], n: int) -> list[REBlock]:
             b = blk
         elif isinstance(blk, tuple):
             codes, q = blk[0], int(blk[1])
-            Z = blk[2] if len(blk) > 2 else np.ones((n, 1))
-            b = REBlock(np.asarray(codes), q, np.asarray(Z, dtype=float), f"g{i + 1}",
-                        ("(Intercept)",) if len(blk) == 2 else tuple(f"z{j}" for j in range(np.ndim(Z) and np.shape(Z)[-1])))
+            Z = np.ones((n, 1)) if len(blk) == 2 else np.asarray(blk[2], dtype=float).reshape(n, -1)
+            names = ("(Intercept)",) if len(blk) == 2 else tuple(f"z{j}" for j in range(Z.shape[1]))
+            b = REBlock(np.asarray(codes), q, Z, f"g{i + 1}", names)
         else:
             q = int(getattr(blk, "n_levels", None) or len(blk.levels))
             name = getattr(blk, "group", None) or getattr(blk, "name", f"g{i + 1}")
@@ -249,7 +249,10 @@ class LMMProblem:
         self.m, self.N = m, m + p + 1
         if self.N > MAX_DENSE_SCHUR:
             raise ModelError(f"the random-effects blocks other than the largest have {m} effects; "
-                             f"the dense Schur complement ({self.N} x {self.N}) is too large")
+                             f"the dense Schur complement ({self.N} x {self.N}, "
+                             f"{self.N ** 2 * 8 / 2 ** 30:.1f} GiB) is too large for this fitter "
+                             f"(limit {MAX_DENSE_SCHUR}); put the factor with the most levels "
+                             "first or fit the model with ig.glm(..., '^g') terms")
         b1 = blocks[self.first]
         self.G1 = _level_gram(b1.codes, b1.n_levels, b1.Z, w)
         A = np.zeros((self.N, self.N))
@@ -625,15 +628,17 @@ def _check_finite(what: str, a: np.ndarray) -> None:
 
 
 def profiled_criterion(theta: np.ndarray, X: np.ndarray, y: np.ndarray, blocks: Sequence[Any],
-                       weights: np.ndarray | None = None, reml: bool = True) -> float:
+                       weights: np.ndarray | None = None, reml: bool = True,
+                       offset: np.ndarray | None = None) -> float:
     """The profiled REML/ML criterion (-2 log-likelihood, lme4's REMLcrit / deviance) at theta.
 
     One-off convenience: builds :class:`LMMProblem` (one pass over the rows) and
     evaluates it.  For many evaluations build the problem once and call
-    ``problem.criterion(theta, reml)``.  ``blocks``: see :func:`as_blocks`;
-    theta is ordered as the blocks are given (for random intercepts, theta_k =
-    sd_k / sigma).
+    ``problem.criterion(theta, reml)`` (or ``problem.criterion_and_gradient``).
+    ``blocks``: see :func:`as_blocks`; theta is ordered as the blocks are given
+    (for random intercepts, theta_k = tau_k / sigma).  ``offset`` is subtracted from y.
     """
+    y = np.asarray(y, dtype=float) if offset is None else np.asarray(y, dtype=float) - offset
     return LMMProblem(X, y, blocks, weights).criterion(theta, reml)
 
 
@@ -892,10 +897,11 @@ def blas_threads(order: int):
 
 def fit_lmm_arrays(X: np.ndarray, y: np.ndarray, blocks: Sequence[Any],
                    weights: np.ndarray | None = None, reml: bool = True, *,
-                   start: np.ndarray | None = None, method: str = "auto",
+                   offset: np.ndarray | None = None,
+                   start: np.ndarray | str | None = None, method: str = "auto",
                    tol: float = 1e-15, maxiter: int = 2000, verbose: bool = False,
                    problem: LMMProblem | None = None) -> LMMFit:
-    """Fit a linear mixed model by REML or ML from arrays.
+    """Fit a linear mixed model by REML or ML from arrays (what the Gaussian ^ path calls).
 
     Parameters
     ----------
@@ -903,15 +909,23 @@ def fit_lmm_arrays(X: np.ndarray, y: np.ndarray, blocks: Sequence[Any],
     y : (n,) response.
     blocks : random-effects blocks, each ``(codes, n_levels)`` for a random intercept,
         ``(codes, n_levels, Z)`` with Z (n, r) for correlated terms, an :class:`REBlock`
-        or a design ``RandomBlock``.  Codes are 0..n_levels-1.
+        or a design ``RandomBlock``.  Codes are 0..n_levels-1.  Crossed random
+        intercepts ``y ~ X + (1|g1) + (1|g2)``: ``[(codes1, q1), (codes2, q2)]``.
     weights : (n,) positive prior weights (Var(e_i) = sigma^2 / w_i), default 1.
     reml : REML (default) or ML.
+    offset : (n,) known part of the linear predictor, subtracted from y.
+    start : theta to start from; None: moment estimates ("lme4": T_k = I).
+    method : "auto" (quasi-Newton on the analytic gradient, L-BFGS-B fallback),
+        "gradient" (L-BFGS-B), "cobyqa" (derivative-free), "L-BFGS-B" (finite differences).
 
-    Returns an :class:`LMMFit` with theta (ordered as ``blocks``; for a random
-    intercept theta_k = tau_k / sigma), beta, cov_beta = sigma^2 (R_X'R_X)^-1, sigma,
-    the criterion (REML criterion or ML deviance), the conditional modes b per block,
-    ``re_sd`` (tau_k per block) and the optimiser log.
+    Returns an :class:`LMMFit`: ``theta`` (ordered as ``blocks``; for a random
+    intercept theta_k = tau_k / sigma), ``beta``, ``cov_beta`` = sigma^2 (R_X'R_X)^-1,
+    ``sigma``, ``criterion`` (REML criterion or ML deviance), ``b`` (conditional modes,
+    (q_k, r_k) per block), ``re_sd`` (tau_k per block), ``conditional_sd(k)``,
+    ``converged``, ``n_evals`` and the optimiser ``log``.
     """
+    if offset is not None and problem is None:
+        y = np.asarray(y, dtype=float) - np.asarray(offset, dtype=float)
     prob = problem if problem is not None else LMMProblem(X, y, blocks, weights)
     with blas_threads(prob.N):
         theta, value, n_evals, log, converged, message = optimize_theta(

@@ -525,6 +525,24 @@ def test_missing_values():
         ig.lmm("y ~ x + (1|a)", d, na_action="raise")
 
 
+def test_array_entry_for_crossed_intercepts_with_offset():
+    """fit_lmm_arrays with (codes, n_levels) blocks and an offset = the fit of y - offset,
+    and the same model through the formula front end."""
+    X, y, blocks, w, _ = _random_problem(9, "crossed")
+    offset = np.linspace(-1, 1, y.size)
+    intercepts = [(c, q) for c, q, _ in blocks]
+    a = fit_lmm_arrays(X, y, intercepts, offset=offset)
+    b = fit_lmm_arrays(X, y - offset, intercepts)
+    np.testing.assert_allclose(a.theta, b.theta, rtol=1e-12)
+    assert a.criterion == pytest.approx(b.criterion, rel=1e-14)
+    np.testing.assert_allclose(a.re_sd[0], a.sigma * a.theta[0], rtol=1e-12)
+    frame = pd.DataFrame({"y": y - offset, "x1": X[:, 1], "x2": X[:, 2],
+                          "g1": blocks[0][0], "g2": blocks[1][0]})
+    res = ig.lmm("y ~ x1 + x2 + (1|g1) + (1|g2)", frame).fit()
+    np.testing.assert_allclose(res.theta.to_numpy(), b.theta, atol=1e-6)
+    assert res.criterion == pytest.approx(b.criterion, rel=1e-12)
+
+
 def test_no_random_term_and_bad_arrays():
     with pytest.raises(ModelError, match="random-effects"):
         ig.lmm("y ~ x", _toy())
