@@ -138,6 +138,21 @@ def test_na_omit_over_exactly_the_columns_used():
     np.testing.assert_array_equal(d.X, np.asarray(X_ref))
 
 
+@pytest.mark.parametrize("formula", ["y ~ x + C(k)", "y ~ x * k + np.log(z)", "y ~ C(m) + flag"])
+def test_na_dropping_equals_patsy_drop(formula):
+    df = make_data(70, seed=4)
+    rng = np.random.default_rng(9)
+    for col in ("y", "x", "z", "m"):
+        df[col] = df[col].astype(float).mask(rng.random(70) < 0.08)
+    df["k"] = df["k"].mask(rng.random(70) < 0.08)
+    d = build_design(formula, df)
+    y_ref, X_ref = patsy.dmatrices(formula, df, return_type="dataframe")   # Patsy's NA drop
+    np.testing.assert_array_equal(d.X, X_ref.to_numpy())
+    np.testing.assert_array_equal(d.y, y_ref.to_numpy()[:, 0])
+    assert list(d.row_labels) == list(X_ref.index)
+    assert d.n_dropped == len(df) - len(X_ref) > 0
+
+
 def test_na_in_weights_and_offset_arrays_drop_rows():
     df = make_data(30)
     w = np.ones(30)
