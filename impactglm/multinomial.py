@@ -29,7 +29,7 @@ variance 2 tau_k^2 on every contrast a[l, c] - a[l, c'].
 3. a dense Newton step over the reduced parameters (beta[:, 1:], and one step length per
    direction: the impact step, the previous step and the current effect ("summed
    impact") of every factor), whose information matrix comes from one more row pass
-   (:func:`~impactglm.kernels.multinomial.subspace_hessian`) with the prior added exactly;
+   (level blocks plus :func:`~impactglm.kernels.multinomial.subspace_cross`) with the prior added exactly;
 4. step halving until the log posterior does not decrease; the pass at the new point
    is also the next iteration's step 1.
 
@@ -69,6 +69,7 @@ import pandas as pd
 from .encoding import balance_deficit
 from .errors import ConvergenceWarning, DataError, ModelError, SingularFitWarning
 from .fitoutput import FactorEffects, FitOutput
+from .kernels import levels as KL
 from .kernels import multinomial as km
 
 __all__ = ["fit_multinomial", "RIDGE", "FactorInput"]
@@ -77,6 +78,7 @@ RIDGE = 1e-5          # prior precision used for a factor with prior_sd=None
 TAU_FLOOR = 1e-4      # smallest tau the empirical-Bayes update may return
 TAU_RTOL = 1e-6       # tau has settled when its relative change is below this
 TAU_MAX = 1e3         # largest tau the empirical-Bayes update may return
+N_DIRS = 3            # directions per factor: impact step, previous step, current effect
 
 
 @dataclass(frozen=True)
@@ -173,22 +175,44 @@ def _check_outcome(y: np.ndarray, C: int, w: np.ndarray, n: int) -> np.ndarray:
 class _Problem:
     """Arrays of one fit, in solver layout (global level indices, per-level precision)."""
 
+    SORT_MIN_ROWS = 50_000
+
     def __init__(self, X, factors, y, C, w, offset):
-        self.X = np.ascontiguousarray(X, dtype=np.float64)
-        self.n, self.p = self.X.shape
+        X = np.asarray(X, dtype=np.float64)
+        self.n, self.p = X.shape
         self.C = C
-        self.y = y
-        self.w = w
-        self.offset = offset
         self.factors = factors
         self.K = len(factors)
         self.q = np.array([f.n_levels for f in factors], dtype=np.int64)
         self.start = np.concatenate([[0], np.cumsum(self.q)]).astype(np.int64)
         self.Q = int(self.start[-1])
+        # rows sorted by the largest factor, so that its level sums stream through memory
+        perm = None
+        self.ksort = -1
+        if self.K and self.n >= self.SORT_MIN_ROWS:
+            kmax = self.ksort = int(np.argmax(self.q))
+            perm = KL.counting_sort(np.ascontiguousarray(factors[kmax].codes), int(self.q[kmax]))
+        self.perm = perm
+        self.X = X if (perm is None or _is_constant(X)) else np.ascontiguousarray(X[perm])
+        self.X = np.ascontiguousarray(self.X)
+        self.y = self._take(y)
+        self.w = self._take(w)
+        self.offset = None if offset is None else np.ascontiguousarray(offset[perm] if perm is not None
+                                                                       else offset)
         gc = np.empty((max(self.K, 0), self.n), dtype=np.int32)
         for k, f in enumerate(factors):
-            np.add(f.codes, np.int32(self.start[k]), out=gc[k], dtype=np.int32)
+            np.add(self._take(f.codes), np.int32(self.start[k]), out=gc[k], dtype=np.int32)
         self.gcodes = gc
+        self.factor_of_level = np.repeat(np.arange(self.K), self.q)
+
+    def _take(self, v: np.ndarray) -> np.ndarray:
+        """v (n,) in the stored (sorted) row order."""
+        v = np.ascontiguousarray(v)
+        if self.perm is None:
+            return v
+        out = np.empty(self.n, dtype=v.dtype)
+        KL.gather_rows(v, self.perm, out)
+        return out
         self.factor_of_level = np.repeat(np.arange(self.K), self.q)
 
     def slice(self, k: int) -> slice:
@@ -219,7 +243,7 @@ def _start(prob: _Problem, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     A = np.zeros((prob.Q, C))
     for k in range(prob.K):
         sl = prob.slice(k)
-        nlc = np.bincount(prob.factors[k].codes.astype(np.int64) * C + y, weights=w,
+        nlc = np.bincount((prob.gcodes[k].astype(np.int64) - prob.start[k]) * C + y, weights=w,
                           minlength=int(prob.q[k]) * C).reshape(-1, C)
         m = max(1.0, float(alpha[k])) * C
         code = np.log((nlc + m * pi) / (nlc.sum(axis=1, keepdims=True) + m)) - np.log(pi)
@@ -380,6 +404,8 @@ class _Loop:
         self.tol, self.maxiter, self.verbose, self.callback = tol, maxiter, verbose, callback
         self.buffers = km.LevelPassBuffers(prob.n, prob.p, max(prob.Q, 1), prob.C, True)
         self.n_passes = 0
+        self.const = _intercept_column(prob.X)
+        self.timing = {"level_pass": 0.0, "subspace_pass": 0.0, "tau": 0.0}
         self.rows: list[dict] = []
         self.tau_history: list[np.ndarray] = []
         self.grad_max = np.inf
@@ -388,11 +414,52 @@ class _Loop:
 
     def pass_a(self, beta, A):
         prob = self.prob
+        t = time.perf_counter()
         Ause = A if prob.Q else np.zeros((1, prob.C))
         ll, gb, G, Hp = km.level_pass(prob.X, beta, prob.gcodes, Ause, prob.y, prob.w,
-                                      prob.offset, True, self.buffers)
+                                      prob.offset, True, self.buffers, prob.ksort)
         self.n_passes += 1
+        self.timing["level_pass"] += time.perf_counter() - t
         return ll, gb.copy(), G[:prob.Q].copy(), Hp[:prob.Q].copy()
+
+    def subspace_information(self, beta, A, D, Hp):
+        """The reduced information V'WV over (vec beta[:, 1:], gamma[k, j]) (no prior).
+
+        Entries within one factor are sums over its levels of d_j[l]' H_l d_j'[l]; with an
+        intercept-only X its entries are sums of H_l (and H_l d_j[l]) over the levels of a
+        factor, since every row is in exactly one level of each factor.  One row pass
+        (:func:`~impactglm.kernels.multinomial.subspace_cross`) adds the rest.
+        """
+        prob, C = self.prob, self.prob.C
+        K, J = prob.K, N_DIRS
+        intercept_only = prob.K > 0 and prob.p == 1 and self.const == 0
+        pb = prob.p * (C - 1)
+        Ause = A if prob.Q else np.zeros((1, C))
+        Dk = D if prob.Q else np.zeros((1, J, C))
+        H = km.subspace_cross(prob.X, beta, prob.gcodes, Ause, prob.w, Dk,
+                              with_beta=not intercept_only, offset=prob.offset)
+        self.n_passes += 1
+        if intercept_only:
+            Hfull = np.zeros((pb + K * J, pb + K * J))
+            Hfull[pb:, pb:] = H
+            H = Hfull
+            x0 = float(prob.X[0, 0])
+            sl = prob.slice(0)
+            tot = km.unpack_blocks(Hp[sl].sum(axis=0, keepdims=True), C)[0]
+            H[:pb, :pb] = x0 * x0 * tot[1:, 1:]
+            for k in range(K):
+                sl = prob.slice(k)
+                for j in range(J):
+                    HD = km.block_matvec(Hp[sl], np.ascontiguousarray(D[sl, j]))
+                    H[:pb, pb + k * J + j] = x0 * HD.sum(axis=0)[1:]
+        for k in range(K):
+            sl = prob.slice(k)
+            HD = np.stack([km.block_matvec(Hp[sl], np.ascontiguousarray(D[sl, j]))
+                           for j in range(J)], axis=1)
+            r = slice(pb + k * J, pb + (k + 1) * J)
+            H[r, r] = np.einsum("qjc,qkc->jk", D[sl], HD)
+        upper = np.triu(H)
+        return upper + np.triu(H, 1).T
 
     def logpost(self, ll, A, alpha_l):
         return ll - 0.5 * float(np.sum(alpha_l * np.sum(A * A, axis=1)))
@@ -405,7 +472,7 @@ class _Loop:
         converged = False
         it = 0
         step_len = np.nan
-        const = _intercept_column(prob.X)
+        const = self.const
         while True:
             if const is not None:
                 beta, A = _center(prob, beta, A, const)
@@ -413,9 +480,11 @@ class _Loop:
             tau_moved = False
             if self.auto.any():
                 new_alpha = self.alpha.copy()
+                t = time.perf_counter()
                 for k in np.flatnonzero(self.auto):
                     sl = prob.slice(k)
                     new_alpha[k] = laplace_alpha(Hp[sl], G[sl], A[sl], self.alpha[k])
+                self.timing["tau"] += time.perf_counter() - t
                 rel = np.abs(np.sqrt(self.alpha / new_alpha) - 1.0)
                 if np.any(rel > TAU_RTOL):
                     tau_moved = True
@@ -438,30 +507,29 @@ class _Loop:
                 break
             it += 1
             # directions per factor: impact step, previous step, current effect
-            dirs, dfac = [], []
+            D = np.zeros((max(prob.Q, 1), N_DIRS, C))
             for k in range(prob.K):
                 sl = prob.slice(k)
-                for d in (steps[sl], prev_step[k], A[sl]):
-                    if d is not None and np.any(d):
-                        full = np.zeros((prob.Q, C))
-                        full[sl] = d
-                        dirs.append(full)
-                        dfac.append(k)
-            D = np.array(dirs) if dirs else np.zeros((0, max(prob.Q, 1), C))
-            dfac = np.array(dfac, dtype=np.int64)
-            Ause = A if prob.Q else np.zeros((1, C))
-            Hs = km.subspace_hessian(prob.X, beta, prob.gcodes, Ause, prob.w, D, dfac, prob.offset)
-            self.n_passes += 1
+                D[sl, 0] = steps[sl]
+                if prev_step[k] is not None:
+                    D[sl, 1] = prev_step[k]
+                D[sl, 2] = A[sl]
+            t = time.perf_counter()
+            Hs = self.subspace_information(beta, A, D, Hp)
+            self.timing["subspace_pass"] += time.perf_counter() - t
             pb = prob.p * (C - 1)
-            gs = np.concatenate([gb[:, 1:].ravel(), [float(np.sum(Gpen * d)) for d in D]])
-            for j in range(len(D)):
-                for j2 in range(len(D)):
-                    if dfac[j] == dfac[j2]:
-                        Hs[pb + j, pb + j2] += self.alpha[dfac[j]] * float(np.sum(D[j] * D[j2]))
+            gs = np.concatenate([gb[:, 1:].ravel(), _dir_gradient(prob, Gpen, D)])
+            for k in range(prob.K):
+                sl = prob.slice(k)
+                r = slice(pb + k * N_DIRS, pb + (k + 1) * N_DIRS)
+                Hs[r, r] += self.alpha[k] * np.einsum("qjc,qkc->jk", D[sl], D[sl])
             delta = _robust_solve(Hs, gs)
             dbeta = np.zeros_like(beta)
             dbeta[:, 1:] = delta[:pb].reshape(prob.p, C - 1)
-            dA = np.tensordot(delta[pb:], D, axes=1) if len(D) else np.zeros_like(A)
+            dA = np.zeros_like(A)
+            for k in range(prob.K):
+                sl = prob.slice(k)
+                dA[sl] = np.einsum("j,qjc->qc", delta[pb + k * N_DIRS: pb + (k + 1) * N_DIRS], D[sl])
             # step halving
             t = 1.0
             for _ in range(40):
@@ -497,6 +565,11 @@ class _Loop:
                   flush=True)
         if self.callback is not None:
             self.callback(row)
+
+
+def _is_constant(X: np.ndarray) -> bool:
+    """Every row of X equals the first (e.g. an intercept-only design)."""
+    return X.shape[0] == 0 or bool(np.all(X == X[:1]))
 
 
 def _intercept_column(X: np.ndarray) -> int | None:
@@ -614,6 +687,7 @@ def _finish(prob, beta, A, alpha, auto, prior, converged, n_iter, state, exact_c
              "tau_history": np.array(state.tau_history), "n_classes": C,
              "penalty": 0.5 * float(np.sum(alpha_l * np.sum(A * A, axis=1))),
              "seconds": time.perf_counter() - t0, "nobs": int(np.sum(prob.w > 0)),
+             **{f"seconds_{k}": v for k, v in state.timing.items()},
              "sum_weights": float(prob.w.sum())}
     empty = np.empty((0, C))
     return FitOutput(beta=beta, cov_beta=cov_beta, eta=empty, mu=empty, scale=1.0,
@@ -622,9 +696,18 @@ def _finish(prob, beta, A, alpha, auto, prior, converged, n_iter, state, exact_c
 
 def _beta_information(prob, beta, Ause):
     """X' W X over beta[:, 1:] (the prior-free fixed-effects block)."""
-    dirs = np.zeros((0, Ause.shape[0], prob.C))
-    return km.subspace_hessian(prob.X, beta, prob.gcodes, Ause, prob.w, dirs,
-                               np.zeros(0, dtype=np.int64), prob.offset)
+    H = km.subspace_cross(prob.X, beta, prob.gcodes, Ause, prob.w,
+                          np.zeros((Ause.shape[0], 0, prob.C)), True, prob.offset)
+    return np.triu(H) + np.triu(H, 1).T
+
+
+def _dir_gradient(prob, Gpen, D):
+    """Penalised gradient along every direction: sum over the factor's levels of <b_l, d_j[l]>."""
+    out = np.zeros(prob.K * N_DIRS)
+    for k in range(prob.K):
+        sl = prob.slice(k)
+        out[k * N_DIRS:(k + 1) * N_DIRS] = np.einsum("qc,qjc->j", Gpen[sl], D[sl])
+    return out
 
 
 def _schur_cov(prob, Hbb, cross, Hinv):

@@ -149,13 +149,44 @@ def test_level_pass_matches_numpy(kernel_inputs, with_offset):
         _close(a, b, KERNEL_RTOL)
 
 
-def test_subspace_hessian_matches_numpy(kernel_inputs):
+@pytest.mark.parametrize("with_beta", [True, False])
+def test_subspace_cross_matches_numpy(kernel_inputs, with_beta):
     X, beta, gc, A, y, w, off = kernel_inputs
-    rng = np.random.default_rng(1)
-    dirs = rng.normal(size=(3, A.shape[0], A.shape[1]))
-    dfac = np.array([0, 1, 0])
-    _close(km.subspace_hessian(X, beta, gc, A, w, dirs, dfac, off),
-           km.subspace_hessian_numpy(X, beta, gc, A, w, dirs, dfac, off), KERNEL_RTOL)
+    D = np.random.default_rng(1).normal(size=(A.shape[0], 3, A.shape[1]))
+    _close(np.triu(km.subspace_cross(X, beta, gc, A, w, D, with_beta, off)),
+           km.subspace_cross_numpy(X, beta, gc, A, w, D, with_beta, off), KERNEL_RTOL)
+
+
+@pytest.mark.parametrize("intercept_only", [True, False])
+def test_assembled_subspace_information_equals_full_jacobian_sum(kernel_inputs, intercept_only):
+    """Level-block shortcuts + the row pass give exactly sum_i V_i' W_i V_i."""
+    from impactglm.multinomial import N_DIRS, _as_factors, _Loop, _Problem
+
+    X, beta, gc, A, y, w, _ = kernel_inputs
+    if intercept_only:
+        X, beta = X[:, :1].copy(), beta[:1].copy()
+    q = (50, 30)
+    codes = [gc[0], gc[1] - q[0]]
+    prob = _Problem(X, _as_factors([(c, qk) for c, qk in zip(codes, q)], len(y)), y, 4, w, None)
+    loop = _Loop(prob, np.ones(2), np.zeros(2, bool), 1e-6, 10, False, None)
+    D = np.random.default_rng(2).normal(size=(sum(q), N_DIRS, 4))
+    _, _, _, Hp = km.level_pass(X, beta, prob.gcodes, A, y, w)
+    got = loop.subspace_information(beta, A, D, Hp)
+    _close(got, km.subspace_hessian_numpy(X, beta, prob.gcodes, A, w, D), KERNEL_RTOL)
+
+
+@pytest.mark.parametrize("C", [2, 5])
+def test_block_kernels_match_numpy(C):
+    rng = np.random.default_rng(C)
+    Q = 300
+    B = rng.normal(size=(Q, C, C))
+    iu, ju = np.triu_indices(C)
+    Hp = np.ascontiguousarray((B @ B.transpose(0, 2, 1))[:, iu, ju])
+    add = rng.uniform(0.1, 2.0, Q)
+    rhs = rng.normal(size=(Q, C))
+    for a, b in zip(km.block_solve(Hp, add, rhs), km.block_solve_numpy(Hp, add, rhs)):
+        _close(a, b, KERNEL_RTOL)
+    _close(km.block_matvec(Hp, rhs), km.block_matvec_numpy(Hp, rhs), KERNEL_RTOL)
 
 
 def test_beta_level_cross_and_scoring_match_numpy(kernel_inputs):
@@ -427,3 +458,34 @@ def test_results_are_immutable_and_report_identifiability(ratings):
     np.testing.assert_allclose(le.filter(like="effect[").sum(axis=1), 0, atol=1e-7)
     assert res.iteration_log["max_grad"].iloc[-1] < 1e-6
     assert set(res.prior_sd) == {"UserID"}
+
+
+def test_sorted_row_storage_gives_the_same_fit(ratings, monkeypatch):
+    """Rows stored sorted by the largest factor (large data) change nothing."""
+    from impactglm import multinomial
+
+    d = ratings.data
+    design = ig.glm("Rating ~ ^UserID + ^MovieID", d, family="multinomial").design
+    args = (design.X, design.factors, design.y, 10, design.weights, None, 0.5)
+    ref = fit_multinomial(*args, tol=1e-9)
+    monkeypatch.setattr(multinomial._Problem, "SORT_MIN_ROWS", 0)
+    got = fit_multinomial(*args, tol=1e-9)
+    _close(got.beta, ref.beta, 1e-8)
+    for e, r in zip(got.effects, ref.effects):
+        _close(e.effect, r.effect, 1e-8)
+        _close(e.se, r.se, 1e-8)
+    assert got.extra["loglik"] == pytest.approx(ref.extra["loglik"], rel=1e-12)
+    np.testing.assert_allclose(got.extra["confusion"], ref.extra["confusion"])
+
+
+def test_save_and_load_round_trip(ratings, tmp_path):
+    d = ratings.data
+    res = ig.glm("Rating ~ ^UserID + ^MovieID", d, family="multinomial").fit(holdout=0.1, seed=2)
+    res.save(tmp_path / "m.json")
+    back = ig.load(tmp_path / "m.json")
+    assert type(back).__name__ == "MultinomialResults"
+    np.testing.assert_array_equal(back.predict(d.head(40)).to_numpy(), res.predict(d.head(40)).to_numpy())
+    assert back.prior_sd == res.prior_sd
+    assert back.holdout_metrics.logloss == res.holdout_metrics.logloss
+    assert str(back.summary()) == str(res.summary())
+    pd.testing.assert_frame_equal(back.confusion_matrix, res.confusion_matrix)

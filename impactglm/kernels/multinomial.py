@@ -19,8 +19,8 @@ accumulators, no fastmath), each with a NumPy twin ``<name>_numpy``:
 
 * :func:`level_pass`      log-likelihood, beta score X' r, per-level sums of r and
                           (optionally) of W_i in packed upper-triangular form;
-* :func:`subspace_hessian` the information matrix of the reduced parameters
-                          (beta[:, 1:], one step length per direction);
+* :func:`subspace_cross`  the row-sum part of the information matrix of the reduced
+                          parameters (beta[:, 1:], one step length per direction);
 * :func:`beta_level_cross` per-level sums X_ib W_i (the beta/level coupling);
 * :func:`predict_proba`   class probabilities (n, C);
 * :func:`score_pass`      log-likelihood, confusion matrix and the most likely
@@ -37,7 +37,7 @@ from numba import njit, prange
 
 __all__ = [
     "n_packed", "tri_index", "unpack_blocks", "level_pass", "level_pass_numpy",
-    "subspace_hessian", "subspace_hessian_numpy", "beta_level_cross", "beta_level_cross_numpy",
+    "subspace_cross", "subspace_cross_numpy", "subspace_hessian_numpy", "beta_level_cross", "beta_level_cross_numpy",
     "predict_proba", "predict_proba_numpy", "score_pass", "score_pass_numpy", "n_chunks",
 ]
 
@@ -130,8 +130,21 @@ def _offset_arg(offset, C):
 
 # ---------------------------------------------------------------- level pass
 
+@njit(cache=True, inline="always")
+def _add_hess(H, g, prob, wi, C):
+    """H[g] += packed upper triangle of wi (diag(prob) - prob prob')."""
+    base = 0
+    for c in range(C):
+        wpc = wi * prob[c]
+        row = H[g, base:base + C - c]
+        for d in range(C - c):
+            row[d] -= wpc * prob[c + d]
+        row[0] += wpc
+        base += C - c
+
+
 @njit(parallel=True, cache=True)
-def _level_pass(X, beta, gcodes, A, y, w, offset, has_offset, want_hess, T,
+def _level_pass(X, beta, gcodes, A, y, w, offset, has_offset, want_hess, ksort, T,
                 G_t, H_t, gb_t, ll_t, G, Hp, gb):
     n, n_p = X.shape
     C = beta.shape[1]
@@ -149,6 +162,9 @@ def _level_pass(X, beta, gcodes, A, y, w, offset, has_offset, want_hess, T,
         eta = np.empty(C)
         prob = np.empty(C)
         r = np.empty(C)
+        Gloc = np.zeros((1, C))          # running sums of the current level of the sorted factor
+        Hloc = np.zeros((1, NT))
+        cur = -1
         ll = 0.0
         lo = t * n // T
         hi = (t + 1) * n // T
@@ -167,17 +183,32 @@ def _level_pass(X, beta, gcodes, A, y, w, offset, has_offset, want_hess, T,
                     gbl[b, c] += xb * r[c]
             for k in range(K):
                 g = gcodes[k, i]
-                for c in range(C):
-                    Gl[g, c] += r[c]
-                if want_hess:
-                    j = 0
+                if k == ksort:
+                    if g != cur:
+                        if cur >= 0:
+                            for c in range(C):
+                                Gl[cur, c] += Gloc[0, c]
+                                Gloc[0, c] = 0.0
+                            if want_hess:
+                                for j in range(NT):
+                                    Hl[cur, j] += Hloc[0, j]
+                                    Hloc[0, j] = 0.0
+                        cur = g
                     for c in range(C):
-                        wpc = wi * prob[c]
-                        Hl[g, j] += wpc * (1.0 - prob[c])
-                        j += 1
-                        for d in range(c + 1, C):
-                            Hl[g, j] -= wpc * prob[d]
-                            j += 1
+                        Gloc[0, c] += r[c]
+                    if want_hess:
+                        _add_hess(Hloc, 0, prob, wi, C)
+                else:
+                    for c in range(C):
+                        Gl[g, c] += r[c]
+                    if want_hess:
+                        _add_hess(Hl, g, prob, wi, C)
+        if cur >= 0:
+            for c in range(C):
+                Gl[cur, c] += Gloc[0, c]
+            if want_hess:
+                for j in range(NT):
+                    Hl[cur, j] += Hloc[0, j]
         ll_t[t] = ll
     # reduce the chunk accumulators
     for q in prange(Q):
@@ -205,10 +236,10 @@ def _level_pass(X, beta, gcodes, A, y, w, offset, has_offset, want_hess, T,
 
 
 class LevelPassBuffers:
-    """Accumulators for :func:`level_pass`, allocated once per fit."""
+    """Accumulators for :func:`level_pass` (one set per thread), allocated once per fit."""
 
     def __init__(self, n: int, p: int, Q: int, C: int, want_hess: bool = True):
-        self.T = n_chunks(n)
+        self.T = int(max(1, min(numba.get_num_threads(), n // 4096)))
         NT = n_packed(C)
         self.G_t = np.zeros((self.T, Q, C))
         self.H_t = np.zeros((self.T, Q, NT) if want_hess else (self.T, 1, 1))
@@ -219,14 +250,16 @@ class LevelPassBuffers:
         self.gb = np.zeros((p, C))
 
 
-def level_pass(X, beta, gcodes, A, y, w, offset=None, want_hess=True, buffers=None):
+def level_pass(X, beta, gcodes, A, y, w, offset=None, want_hess=True, buffers=None, ksort=-1):
     """One fused pass over the rows.
 
     Returns ``(loglik, gb, G, Hp)``: the weighted log-likelihood sum_i w_i log p_{i,y_i};
     ``gb = X' r`` (p, C); ``G[q, c] = sum_{i in level q} r_ic`` (Q, C) over the levels
     of every factor; ``Hp[q]`` the packed upper triangle of sum_{i in level q} W_i
     (when ``want_hess``).  Every code must be a valid level (>= 0).  The returned
-    arrays are views of ``buffers`` (reused by the next call).
+    arrays are views of ``buffers`` (reused by the next call).  ``ksort``: a factor whose
+    rows are sorted by level (its sums are then accumulated locally and flushed when
+    the level changes; any value gives the same sums up to rounding).
     """
     n, p = X.shape
     C = beta.shape[1]
@@ -234,7 +267,7 @@ def level_pass(X, beta, gcodes, A, y, w, offset=None, want_hess=True, buffers=No
     if buffers is None:
         buffers = LevelPassBuffers(n, p, Q, C, want_hess)
     off, has_off = _offset_arg(offset, C)
-    ll = _level_pass(X, beta, gcodes, A, y, w, off, has_off, want_hess, buffers.T,
+    ll = _level_pass(X, beta, gcodes, A, y, w, off, has_off, want_hess, int(ksort), buffers.T,
                      buffers.G_t, buffers.H_t, buffers.gb_t, buffers.ll_t,
                      buffers.G, buffers.Hp, buffers.gb)
     return ll, buffers.gb, buffers.G, (buffers.Hp if want_hess else None)
@@ -267,20 +300,20 @@ def level_pass_numpy(X, beta, gcodes, A, y, w, offset=None, want_hess=True):
 # ---------------------------------------------------------------- subspace Hessian
 
 @njit(parallel=True, cache=True)
-def _subspace_hessian(X, beta, gcodes, A, w, offset, has_offset, dirs, dir_factor, T, H_t):
+def _subspace_cross(X, beta, gcodes, A, w, offset, has_offset, D, with_beta, T, H_t):
     n, n_p = X.shape
     C = beta.shape[1]
-    m = dirs.shape[0]
+    K = gcodes.shape[0]
+    J = D.shape[1]
     Cf = C - 1
-    pb = n_p * Cf
-    R = pb + m
+    pb = n_p * Cf if with_beta else 0
     for t in prange(T):
         H = H_t[t]
         H[:, :] = 0.0
         eta = np.empty(C)
         prob = np.empty(C)
-        v = np.empty((m, C))
-        u = np.empty((m, C))
+        v = np.empty((K, J, C))
+        u = np.empty((K, J, C))
         Wr = np.empty((C, C))
         lo = t * n // T
         hi = (t + 1) * n // T
@@ -288,22 +321,26 @@ def _subspace_hessian(X, beta, gcodes, A, w, offset, has_offset, dirs, dir_facto
             _eta_row(i, X, beta, gcodes, A, offset, has_offset, eta)
             _softmax(eta, prob)
             wi = w[i]
-            for j in range(m):
-                g = gcodes[dir_factor[j], i]
-                s = 0.0
-                for c in range(C):
-                    v[j, c] = dirs[j, g, c]
-                    s += prob[c] * v[j, c]
-                for c in range(C):
-                    u[j, c] = wi * prob[c] * (v[j, c] - s)
-            # direction x direction
-            for j in range(m):
-                for j2 in range(j, m):
+            for k in range(K):
+                g = gcodes[k, i]
+                for j in range(J):
                     s = 0.0
                     for c in range(C):
-                        s += u[j, c] * v[j2, c]
-                    H[pb + j, pb + j2] += s
-            if pb > 0:
+                        v[k, j, c] = D[g, j, c]
+                        s += prob[c] * D[g, j, c]
+                    for c in range(C):
+                        u[k, j, c] = wi * prob[c] * (v[k, j, c] - s)
+            # directions of different factors
+            for k in range(K):
+                for j in range(J):
+                    a = pb + k * J + j
+                    for k2 in range(k + 1, K):
+                        for j2 in range(J):
+                            s = 0.0
+                            for c in range(C):
+                                s += u[k, j, c] * v[k2, j2, c]
+                            H[a, pb + k2 * J + j2] += s
+            if with_beta:
                 for c in range(1, C):
                     wpc = wi * prob[c]
                     for d in range(1, C):
@@ -311,12 +348,11 @@ def _subspace_hessian(X, beta, gcodes, A, w, offset, has_offset, dirs, dir_facto
                     Wr[c, c] += wpc
                 for b in range(n_p):
                     xb = X[i, b]
-                    # beta x direction
                     for c in range(1, C):
                         col = b * Cf + c - 1
-                        for j in range(m):
-                            H[col, pb + j] += xb * u[j, c]
-                    # beta x beta (upper triangle in (b, c) order)
+                        for k in range(K):
+                            for j in range(J):
+                                H[col, pb + k * J + j] += xb * u[k, j, c]
                     for b2 in range(b, n_p):
                         xx = xb * X[i, b2]
                         for c in range(1, C):
@@ -324,48 +360,76 @@ def _subspace_hessian(X, beta, gcodes, A, w, offset, has_offset, dirs, dir_facto
                             d0 = c if b2 == b else 1
                             for d in range(d0, C):
                                 H[col, b2 * Cf + d - 1] += xx * Wr[c, d]
+    R = H_t.shape[1]
     out = np.zeros((R, R))
     for t in range(T):
         out += H_t[t]
-    for a in range(R):
-        for b in range(a + 1, R):
-            out[b, a] = out[a, b]
     return out
 
 
-def subspace_hessian(X, beta, gcodes, A, w, dirs, dir_factor, offset=None, buffer=None):
-    """Information matrix of the reduced parameters theta = (vec beta[:, 1:], gamma).
+def subspace_cross(X, beta, gcodes, A, w, D, with_beta=True, offset=None):
+    """Row sums of the reduced information that per-level sums cannot give.
 
-    The reduced model moves beta[:, 1:] freely (row-major (b, c) order, class 0 is the
-    reference) and the effects along ``m`` directions, A + sum_j gamma_j dirs[j], where
-    ``dirs[j]`` (Q, C) is nonzero only on the levels of factor ``dir_factor[j]``.  Row i
-    contributes V_i' W_i V_i with V_i the (C, R) Jacobian of eta_i in theta.  The prior
-    is *not* included.
+    The reduced parameters are theta = (vec beta[:, 1:] (row-major, when ``with_beta``),
+    gamma[k, j]) moving beta[:, 1:] and the effects along directions D[:, j, :] (Q, J, C)
+    restricted to the levels of factor k.  Row i contributes V_i' W_i V_i (V_i the (C, R)
+    Jacobian of eta_i).  This kernel returns the upper triangle of that sum for the
+    entries that involve two *different* factors, and (``with_beta``) every entry that
+    involves beta; the within-factor entries sum_l d_j[l]' H_l d_j'[l] and, for an
+    intercept, the beta entries follow from the level blocks H_l (see
+    :mod:`impactglm.multinomial`).  Other entries are 0.
     """
     n, p = X.shape
     C = beta.shape[1]
-    R = p * (C - 1) + dirs.shape[0]
+    K = gcodes.shape[0]
+    R = (p * (C - 1) if with_beta else 0) + K * D.shape[1]
     T = n_chunks(n)
-    if buffer is None or buffer.shape != (T, R, R):
-        buffer = np.zeros((T, R, R))
     off, has_off = _offset_arg(offset, C)
-    return _subspace_hessian(X, beta, gcodes, A, w, off, has_off, dirs,
-                             np.ascontiguousarray(dir_factor, dtype=np.int64), T, buffer)
+    return _subspace_cross(X, beta, gcodes, A, w, off, has_off, np.ascontiguousarray(D),
+                           bool(with_beta), T, np.zeros((T, R, R)))
 
 
-def subspace_hessian_numpy(X, beta, gcodes, A, w, dirs, dir_factor, offset=None):
-    """NumPy twin of :func:`subspace_hessian` (builds the (n, C, R) Jacobian)."""
+def subspace_cross_numpy(X, beta, gcodes, A, w, D, with_beta=True, offset=None):
+    """NumPy twin of :func:`subspace_cross` (builds the (n, C, R) Jacobian)."""
     n, p = X.shape
     C = beta.shape[1]
-    m = dirs.shape[0]
+    K, J = gcodes.shape[0], D.shape[1]
+    pb = p * (C - 1) if with_beta else 0
     eta = _eta_numpy(X, beta, gcodes, A, offset)
     prob, _ = _softmax_numpy(eta)
-    V = np.zeros((n, C, p * (C - 1) + m))
+    V = np.zeros((n, C, pb + K * J))
+    if with_beta:
+        for b in range(p):
+            for c in range(1, C):
+                V[:, c, b * (C - 1) + c - 1] = X[:, b]
+    for k in range(K):
+        for j in range(J):
+            V[:, :, pb + k * J + j] = D[gcodes[k], j, :]
+    W = w[:, None, None] * (np.einsum("ic,cd->icd", prob, np.eye(C)) - prob[:, :, None] * prob[:, None, :])
+    full = np.einsum("icr,icd,ids->rs", V, W, V)
+    keep = np.zeros_like(full, dtype=bool)
+    owner = np.concatenate([np.full(pb, -1), np.repeat(np.arange(K), J)])
+    for r in range(len(owner)):
+        for s in range(r, len(owner)):
+            keep[r, s] = owner[r] < 0 or owner[s] < 0 or owner[r] != owner[s]
+    return np.where(keep, full, 0.0)
+
+
+def subspace_hessian_numpy(X, beta, gcodes, A, w, D, offset=None):
+    """The full reduced information V'WV over (vec beta[:, 1:], gamma) (test reference)."""
+    n, p = X.shape
+    C = beta.shape[1]
+    K, J = gcodes.shape[0], D.shape[1]
+    pb = p * (C - 1)
+    eta = _eta_numpy(X, beta, gcodes, A, offset)
+    prob, _ = _softmax_numpy(eta)
+    V = np.zeros((n, C, pb + K * J))
     for b in range(p):
         for c in range(1, C):
             V[:, c, b * (C - 1) + c - 1] = X[:, b]
-    for j in range(m):
-        V[:, :, p * (C - 1) + j] = dirs[j][gcodes[dir_factor[j]]]
+    for k in range(K):
+        for j in range(J):
+            V[:, :, pb + k * J + j] = D[gcodes[k], j, :]
     W = w[:, None, None] * (np.einsum("ic,cd->icd", prob, np.eye(C)) - prob[:, :, None] * prob[:, None, :])
     return np.einsum("icr,icd,ids->rs", V, W, V)
 
