@@ -366,7 +366,9 @@ def factorize(values, name: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarra
     """Level codes, level values and counts of a column, levels in natural order.
 
     Hash-based (``pandas.factorize``) then a sort of the q unique values only:
-    O(n + q log q).  Unused categories of a categorical column are dropped.
+    O(n + q log q); integer ids with a small range use a counting pass instead.
+    Unused categories of a categorical column are dropped; float values that are all
+    whole numbers (integer ids read as float because of NaN) get integer levels.
     Returns ``(codes int32 (n,), levels (q,), counts int64 (q,))``; missing values
     must be removed before (they would get code -1).
     """
@@ -403,6 +405,9 @@ def factorize(values, name: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarra
         codes = rank[raw]
         levels = uniques[order]
         counts = np.bincount(codes, minlength=len(levels))
+        if levels.dtype.kind == "f" and len(levels) and np.all(levels == np.round(levels)) \
+                and np.abs(levels).max() < 2 ** 53:
+            levels = levels.astype(np.int64)      # integer ids stored as float (NaN seen)
     return codes.astype(np.int32), levels, counts.astype(np.int64)
 
 
@@ -1289,6 +1294,15 @@ def _spec_columns(spec: ModelSpec) -> tuple[list, list]:
     return _unique(rand), _unique(resp)
 
 
+def _label_strings(values: pd.Series) -> pd.Series:
+    """Values as the level labels of an interaction group (whole floats as integers)."""
+    if values.dtype.kind == "f":
+        a = values.to_numpy()
+        if np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+            return pd.Series(a.astype(np.int64)).astype(str)
+    return values.astype(str).reset_index(drop=True)
+
+
 def _new_random(spec: ModelSpec, frame: pd.DataFrame) -> list:
     """(codes with -1 for unseen levels, Z) per random block on new data."""
     out = []
@@ -1297,9 +1311,9 @@ def _new_random(spec: ModelSpec, frame: pd.DataFrame) -> list:
         if len(g) == 1:
             key = frame[g[0]]
         else:
-            key = frame[g[0]].astype(str)
+            key = _label_strings(frame[g[0]])
             for v in g[1:]:
-                key = key + ":" + frame[v].astype(str)
+                key = key + ":" + _label_strings(frame[v])
         _, Z = _build_patsy(info, frame, spec.formula)
         out.append((_level_codes(key, r["levels"]), np.ascontiguousarray(Z[:, r["columns"]])))
     return out

@@ -285,7 +285,10 @@ def test_factor_codes_after_na_drop():
     codes, levels, counts = hand_codes(list(kept))
     np.testing.assert_array_equal(d.factors[0].codes, codes)
     np.testing.assert_array_equal(d.factors[0].levels, levels)
+    assert d.factors[0].levels.dtype == np.int64        # whole-number floats: integer ids
     assert d.n_dropped == 10
+    nd = d.spec.transform(pd.DataFrame({"f": [3.0, 6.0, 7.0, 3.5]}))
+    assert list(nd.codes[0]) == [3, 6, -1, -1]
 
 
 # --------------------------------------------------------------------------- random blocks
@@ -318,6 +321,13 @@ def test_random_interaction_group_levels():
     index = {p: i for i, p in enumerate(levels)}
     np.testing.assert_array_equal(d.random[1].codes, [index[p] for p in pairs])
     np.testing.assert_array_equal(d.random[1].Z, np.ones((60, 1)))
+    # floats holding whole numbers (ids read with NaN elsewhere) give the same labels
+    df2 = df.assign(m=df["m"].astype(float))
+    d2 = build_design("y ~ x + (1 | k:m)", df2)
+    assert d2.random[0].levels[0] == f"{sorted(set(zip(df['k'], df['m'])))[0][0]}:" \
+        f"{sorted(set(zip(df['k'], df['m'])))[0][1]}"
+    codes, _ = d2.spec.transform(df2).random[0]
+    np.testing.assert_array_equal(codes, d2.random[0].codes)
 
 
 # --------------------------------------------------------------------------- ModelSpec
