@@ -215,7 +215,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         kwargs["weights"] = args.weights
     if args.offset:
         kwargs["offset"] = args.offset
-    model = glm(args.formula, data, **kwargs)
+    with _ticker("building the design", args.quiet):
+        model = glm(args.formula, data, **kwargs)
     accepted = inspect.signature(model.fit).parameters
     fit_kwargs: dict[str, Any] = {}
     if args.holdout is not None:
@@ -224,7 +225,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         fit_kwargs["holdout"] = args.holdout
         if args.seed is not None:
             fit_kwargs["seed"] = args.seed
-    with _progress("fitting", args.quiet, "callback" in accepted) as callback:
+    iterations = "callback" in accepted and family == "multinomial"
+    with _progress("fitting", args.quiet, iterations) as callback:
         if callback is not None:
             fit_kwargs["callback"] = callback
         res = model.fit(**fit_kwargs)

@@ -92,12 +92,17 @@ class GLM:
         return f"GLM({self.formula!r}, family={fam}, nobs={self.design.nobs})"
 
     def fit(self, maxiter: int | None = None, tol: float | None = None, verbose: bool = False,
-            method: str = "reml", holdout: float | None = None, seed: int | None = None):
+            method: str = "reml", holdout: float | None = None, seed: int | None = None,
+            callback=None):
         """Fit the model; ``maxiter``/``tol`` default to each solver's own defaults
         (IRLS: 25 and 1e-8 on the relative deviance change, as R).  ``holdout``/``seed``:
-        keep a random share of rows out and score them (multinomial models)."""
+        keep a random share of rows out and score them (multinomial models).
+        ``callback``: multinomial models only, called with each iteration's log row
+        (a dict; the command line's progress bar)."""
         d = self.design
         options = {k: v for k, v in (("maxiter", maxiter), ("tol", tol)) if v is not None}
+        if callback is not None and _is_multinomial(self.family):
+            options["callback"] = callback
         if _is_multinomial(self.family):
             from .multinomial_results import fit_design
 

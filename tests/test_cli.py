@@ -227,8 +227,11 @@ def fitted(tmp_path_factory, ratings):
     import contextlib
     import io as stdio
     out, err = stdio.StringIO(), stdio.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        f.code = cli.main([str(a) for a in argv])
+    with pytest.MonkeyPatch.context() as mp:             # pretend stderr is a terminal
+        mp.setattr(cli, "_stderr_is_terminal", lambda: True)
+        mp.setattr(io, "_stderr_is_terminal", lambda: True)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            f.code = cli.main([str(a) for a in argv])
     f.out, f.err = out.getvalue(), err.getvalue()
     return f
 
@@ -244,6 +247,11 @@ def test_fit_from_csv_gz_matches_the_python_fit(fitted, reference):
     assert "Multinomial" in fitted.out and "Holdout" in fitted.out
     assert f"{reference.holdout_metrics.nobs}" in fitted.out.replace(",", "")
     assert "read 3,000 rows" in fitted.err and "times:" in fitted.err   # notes (no --quiet)
+    # progress bars on a terminal: bytes read, then one tick per solver iteration
+    assert "reading train.csv.gz" in fitted.err
+    ticks = [line for line in fitted.err.replace("\r", "\n").splitlines()
+             if line.startswith("fitting:") and "max|grad|" in line]
+    assert len(ticks) >= 3
     loaded = ig.load(fitted.model)
     np.testing.assert_allclose(loaded.params.to_numpy(), reference.params.to_numpy(),
                                rtol=1e-9, atol=1e-12)
@@ -413,8 +421,10 @@ def test_binomial_fit_coefficients_and_score(capsys, tmp_path):
     write_independently(df, data)
     code, out, err = run(capsys, "fit", "--data", data, "--formula", formula, "--family",
                          "binomial", "--model", tmp_path / "m.json", "--coef-tsv",
-                         tmp_path / "c.tsv", "--quiet")       # prior sd: auto (default)
+                         tmp_path / "c.tsv")       # prior sd: auto (default)
     assert code == 0, err
+    # stderr is not a terminal here: notes, but no progress bars
+    assert "read 2,000 rows" in err and "it/s" not in err and "\r" not in err
     ref = ig.glm(formula, df, family="binomial", prior_sd="auto").fit()
     table = pd.read_csv(tmp_path / "c.tsv", sep="\t", keep_default_na=False)
     assert set(table["outcome"]) == {"y"}
