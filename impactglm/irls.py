@@ -20,6 +20,8 @@ estimate sum_i W_i r_i^2 / (n - p) with working residuals r_i = (y_i - mu_i) /
 """
 from __future__ import annotations
 
+import os
+import sys
 import time
 import warnings
 from typing import Sequence
@@ -36,6 +38,17 @@ from .kernels.glm import irls_pass, weighted_gram
 __all__ = ["fit_irls", "null_deviance", "aliased_columns"]
 
 _SEP_EPS = 10 * np.finfo(float).eps      # R: fitted probabilities numerically 0 or 1
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that attributes a warning to the first caller outside impactglm
+    (call it from the function that calls ``warnings.warn``)."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PKG_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def aliased_columns(X: np.ndarray, W: np.ndarray, rtol: float) -> list[int]:
@@ -176,7 +189,8 @@ def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: n
                 raise ModelError("IRLS: non-finite coefficients at the first iteration "
                                  "(is the design degenerate?)")
             warnings.warn(f"IRLS: non-finite coefficients at iteration {it}; returning the "
-                          "previous iterate", ConvergenceWarning, stacklevel=2)
+                          "previous iterate", ConvergenceWarning,
+                          stacklevel=user_stacklevel())
             beta = coefold
             eta = X @ beta + offset
             dev, _ = irls_pass(y, weights, eta, offset, lc, fc, mu, W, z)
@@ -221,10 +235,10 @@ def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: n
     if not converged:
         warnings.warn(f"IRLS did not converge in {it} iterations (relative deviance change "
                       f"{crit:.3g} >= tol {tol:g}); increase maxiter", ConvergenceWarning,
-                      stacklevel=2)
+                      stacklevel=user_stacklevel())
     if boundary:
         warnings.warn("IRLS stopped at a boundary value of the parameter space",
-                      ConvergenceWarning, stacklevel=2)
+                      ConvergenceWarning, stacklevel=user_stacklevel())
     _warn_separation(family, mu, weights)
 
     df_resid = n_good - p
@@ -254,12 +268,13 @@ def _warn_separation(family: Family, mu: np.ndarray, weights: np.ndarray) -> Non
         if k:
             warnings.warn(f"fitted probabilities numerically 0 or 1 occurred in {k} row(s): "
                           "(quasi-)complete separation; estimates and standard errors of the "
-                          "separating terms are not meaningful", SeparationWarning, stacklevel=3)
+                          "separating terms are not meaningful", SeparationWarning,
+                          stacklevel=user_stacklevel())
     elif family.name == "poisson":
         k = int(np.sum((mu < _SEP_EPS) & pos))
         if k:
             warnings.warn(f"fitted rates numerically 0 occurred in {k} row(s)",
-                          SeparationWarning, stacklevel=3)
+                          SeparationWarning, stacklevel=user_stacklevel())
 
 
 def null_deviance(y: np.ndarray, weights: np.ndarray, offset: np.ndarray, family: str | Family,

@@ -32,6 +32,7 @@ from scipy import stats
 from .errors import ModelError, UnseenLevelWarning
 from .families import Family, get_family
 from .fitoutput import FactorEffects, FitOutput
+from .irls import user_stacklevel
 
 __all__ = ["GLMResults", "Summary"]
 
@@ -307,7 +308,7 @@ class GLMResults:
         msg = ", ".join(f"{v} row(s) of ^{k}" for k, v in self._last_unseen.items() if v)
         if msg:
             warnings.warn(f"levels unseen at fit time get effect 0 (the prior mean): {msg}",
-                          UnseenLevelWarning, stacklevel=3)
+                          UnseenLevelWarning, stacklevel=user_stacklevel())
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> tuple[dict, dict[str, np.ndarray]]:

@@ -387,3 +387,13 @@ def test_binomial_response_encodings_agree(fits):
         resp=pd.Categorical(DATA_FRAME["outcome"], categories=["yes", "no"]))
     res = ig.glm("resp ~ x1 + x2", flipped, family="binomial").fit(**TIGHT)
     np.testing.assert_allclose(res.params, -ref.params, rtol=1e-10)
+
+
+def test_warnings_point_at_the_callers_line():
+    x = np.arange(20.0)
+    data = pd.DataFrame({"x": x, "y": (x > 9.5).astype(float)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ig.glm("y ~ x", data, family="binomial").fit()
+    assert {type(w.message) for w in caught} >= {SeparationWarning, ConvergenceWarning}
+    assert all(w.filename == __file__ for w in caught)
