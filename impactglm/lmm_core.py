@@ -49,7 +49,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 from scipy import linalg, optimize, sparse
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 
 from .errors import DataError, ModelError
 from .kernels.lmm import level_dot, level_quadratic, schur_downdate
@@ -291,6 +291,9 @@ class LMMProblem:
         self.cols = np.ascontiguousarray(col[order], dtype=np.int64)
         self.V1 = np.ascontiguousarray(np.concatenate(val_parts, axis=1)[:, order])
         self.ptr = np.concatenate([[0], np.cumsum(np.bincount(self.entry_level, minlength=b1.n_levels))])
+        # the same entries column by column (for the row-wise kernels)
+        self.col_entries = np.argsort(self.cols, kind="stable").astype(np.int64)
+        self.colptr = np.concatenate([[0], np.cumsum(np.bincount(self.cols, minlength=self.N))])
         self.A = A
         self.intercepts_only_rest = all(blocks[k].r == 1 for k in self.rest)
         # entries of slope blocks (r_k > 1) among the rest: (npairs, r_k) index arrays
@@ -353,7 +356,7 @@ class LMMProblem:
             sl = slice(off, off + bk.n_effects)
             S[:, sl] = (S[:, sl].reshape(self.N, bk.n_levels, bk.r) @ Tk).reshape(self.N, -1)
             S[sl, :] = (Tk.T @ S[sl, :].reshape(bk.n_levels, bk.r, self.N)).reshape(-1, self.N)
-        schur_downdate(self.ptr, self.cols, Bv, S)
+        schur_downdate(self.ptr, self.cols, self.entry_level, self.colptr, self.col_entries, Bv, S)
         idx = np.arange(self.m)
         S[idx, idx] += 1.0
         # factor in place: S.T is a Fortran-ordered view whose upper triangle is S's lower one
@@ -543,7 +546,8 @@ class LMMProblem:
             else:
                 Y = np.einsum("ets,te->se", L1inv[self.entry_level], f.Bv)
             Y = np.ascontiguousarray(Y)
-            C1 = C1 + level_quadratic(self.ptr, self.cols, Y, P, mlim)
+            C1 = C1 + level_quadratic(self.ptr, self.cols, self.entry_level, self.colptr,
+                                      self.col_entries, Y, P, mlim)
             sel = self.cols < mlim
             prod = W[:, self.cols[sel]][:, :, None] * Y[:, sel].T[None, :, :]   # (k, e, r1)
             lev = self.entry_level[sel]
@@ -567,15 +571,19 @@ class LMMProblem:
 
     # ------------------------------------------------------------------ solution at theta
     def solve(self, f: Factorization) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-        """beta, the spherical u per block ((q_k, r_k) arrays, blocks' order) and L_XX."""
+        """beta, the spherical u per block ((q_k, r_k) arrays, blocks' order) and L_XX.
+
+        With L the Cholesky factor of the augmented Schur complement (last row l_y, last
+        diagonal r), z = (-u_R, -beta, 1) solves L' z = r e_N: one triangular solve
+        with the whole factor (BLAS dtrsv on the Fortran view, no copy).
+        """
         m, p, N, S = self.m, self.p, self.N, f.S
         LXX = S[m:m + p, m:m + p]
-        beta = (linalg.solve_triangular(LXX, S[N - 1, m:m + p], lower=True, trans="T",
-                                       check_finite=False) if p else np.zeros(0))
-        rhs = S[N - 1, :m] - S[m:m + p, :m].T @ beta
-        uR = (linalg.solve_triangular(S[:m, :m], rhs, lower=True, trans="T", check_finite=False)
-              if m else np.zeros(0))
-        z = np.concatenate([-uR, -beta, [1.0]])
+        rhs = np.zeros(N)
+        rhs[-1] = S[N - 1, N - 1]
+        z = blas.dtrsv(S.T, rhs, lower=0)
+        z[-1] = 1.0
+        uR, beta = -z[:m], -z[m:m + p]
         b1 = self.blocks[self.first]
         rhs1 = level_dot(self.ptr, self.cols, f.Bv, z)          # (q1, r1)
         if b1.r == 1:

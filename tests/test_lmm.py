@@ -344,15 +344,18 @@ def _level_structure(seed):
         ptr.append(len(cols))
     ptr, cols = np.array(ptr, dtype=np.int64), np.array(cols, dtype=np.int64)
     vals = rng.normal(size=(r1, cols.size))
-    return ptr, cols, vals, ncol
+    level = np.repeat(np.arange(q), np.diff(ptr)).astype(np.int64)
+    col_entries = np.argsort(cols, kind="stable").astype(np.int64)
+    colptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=ncol))])
+    return ptr, cols, (level, colptr, col_entries), vals, ncol
 
 
 def test_schur_downdate_kernel_matches_numpy_twin():
-    ptr, cols, vals, ncol = _level_structure(0)
+    ptr, cols, tr, vals, ncol = _level_structure(0)
     S0 = np.random.default_rng(1).normal(size=(ncol, ncol))
     S1, S2 = S0.copy(), S0.copy()
-    schur_downdate(ptr, cols, vals, S1)
-    schur_downdate_numpy(ptr, cols, vals, S2)
+    schur_downdate(ptr, cols, *tr, vals, S1)
+    schur_downdate_numpy(ptr, cols, *tr, vals, S2)
     np.testing.assert_allclose(S1, S2, rtol=KERNEL_RTOL, atol=0)
     # and it is B'B on the lower triangle
     B = np.zeros((ptr.size - 1, vals.shape[0], ncol))
@@ -364,22 +367,22 @@ def test_schur_downdate_kernel_matches_numpy_twin():
 
 
 def test_level_dot_kernel_matches_numpy_twin():
-    ptr, cols, vals, ncol = _level_structure(2)
+    ptr, cols, _, vals, ncol = _level_structure(2)
     z = np.random.default_rng(3).normal(size=ncol)
     np.testing.assert_allclose(level_dot(ptr, cols, vals, z), level_dot_numpy(ptr, cols, vals, z),
                                rtol=KERNEL_RTOL, atol=1e-14)
 
 
 def test_level_quadratic_kernel_matches_numpy_twin():
-    ptr, cols, vals, ncol = _level_structure(4)
+    ptr, cols, tr, vals, ncol = _level_structure(4)
     A = np.random.default_rng(5).normal(size=(ncol, ncol))
     P = A @ A.T
     for mlim in (ncol, ncol - 5):
-        np.testing.assert_allclose(level_quadratic(ptr, cols, vals, np.tril(P), mlim),
-                                   level_quadratic_numpy(ptr, cols, vals, np.tril(P), mlim),
+        np.testing.assert_allclose(level_quadratic(ptr, cols, *tr, vals, np.tril(P), mlim),
+                                   level_quadratic_numpy(ptr, cols, *tr, vals, np.tril(P), mlim),
                                    rtol=KERNEL_RTOL, atol=1e-12)
     # and it is sum_l Y_l P Y_l' with the full symmetric P
-    Q = level_quadratic_numpy(ptr, cols, vals, P, ncol)
+    Q = level_quadratic_numpy(ptr, cols, *tr, vals, P, ncol)
     ref = sum(vals[:, a:b] @ P[np.ix_(cols[a:b], cols[a:b])] @ vals[:, a:b].T
               for a, b in zip(ptr[:-1], ptr[1:]))
     np.testing.assert_allclose(Q, ref, rtol=1e-12)

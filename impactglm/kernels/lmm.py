@@ -11,9 +11,11 @@ columns ``R = [Z_2 .. Z_K, X, y]``:
 caller).  ``B`` is stored level by level: the entries of level ``l`` occupy
 ``ptr[l]:ptr[l+1]`` of ``cols`` (their column in R, ascending within a level)
 and of ``vals`` (shape (r1, nnz), one row per random-effect term of the first
-block).  ``schur_downdate`` subtracts B'B from the lower triangle of S in one
-pass over the levels: sum_l |cols_l|^2 r1 / 2 multiply-adds, O(levels), never
-O(rows).
+block).  ``schur_downdate`` subtracts B'B from the lower triangle of S:
+sum_l |cols_l|^2 r1 / 2 multiply-adds, O(levels), never O(rows).  The numba
+kernels run row by row of S (``colptr``/``col_entries``: the entries of each
+column, ``level``: each entry's level) so that their working set stays in cache;
+the NumPy twins run level by level.
 """
 from __future__ import annotations
 
@@ -22,29 +24,42 @@ from numba import njit
 
 
 @njit(cache=True)
-def schur_downdate(ptr: np.ndarray, cols: np.ndarray, vals: np.ndarray, S: np.ndarray) -> None:
+def schur_downdate(ptr: np.ndarray, cols: np.ndarray, level: np.ndarray, colptr: np.ndarray,
+                   col_entries: np.ndarray, vals: np.ndarray, S: np.ndarray) -> None:
     """In place: S[j, k] -= sum_l sum_t vals[t, a] vals[t, b] over each level's pairs (a, b).
 
-    Only the lower triangle (j >= k) is touched; ``cols`` must be ascending
-    within each level so that ``cols[b] <= cols[a]`` for ``b <= a``.
+    Only the lower triangle (j >= k) is touched; ``cols`` must be ascending within
+    each level.  Row by row (Gustavson): for output row j, the entries a in column j
+    (``col_entries[colptr[j]:colptr[j+1]]``, their level ``level[a]``) add
+    vals[:, a] . vals[:, b] for the entries b <= a of the same level into a dense
+    accumulator, which is then subtracted from row j: the accumulator stays in
+    cache and S is written row by row.
     """
-    n_levels = ptr.shape[0] - 1
+    n = S.shape[0]
     r1 = vals.shape[0]
-    for lev in range(n_levels):
-        start = ptr[lev]
-        stop = ptr[lev + 1]
-        for t in range(r1):
-            for a in range(start, stop):
+    acc = np.zeros(n)
+    for j in range(colptr.shape[0] - 1):
+        if colptr[j] == colptr[j + 1]:
+            continue
+        for idx in range(colptr[j], colptr[j + 1]):
+            a = col_entries[idx]
+            start = ptr[level[a]]
+            for t in range(r1):
                 va = vals[t, a]
                 if va == 0.0:
                     continue
-                ca = cols[a]
                 for b in range(start, a + 1):
-                    S[ca, cols[b]] -= va * vals[t, b]
+                    acc[cols[b]] += va * vals[t, b]
+        for k in range(j + 1):
+            S[j, k] -= acc[k]
+            acc[k] = 0.0
 
 
-def schur_downdate_numpy(ptr: np.ndarray, cols: np.ndarray, vals: np.ndarray, S: np.ndarray) -> None:
-    """NumPy twin of :func:`schur_downdate` (same lower-triangle update, level by level)."""
+def schur_downdate_numpy(ptr: np.ndarray, cols: np.ndarray, level: np.ndarray,
+                         colptr: np.ndarray, col_entries: np.ndarray, vals: np.ndarray,
+                         S: np.ndarray) -> None:
+    """NumPy twin of :func:`schur_downdate` (same lower-triangle update, level by level;
+    ``level``, ``colptr`` and ``col_entries`` are not needed here)."""
     for lev in range(ptr.shape[0] - 1):
         start, stop = ptr[lev], ptr[lev + 1]
         if stop == start:
@@ -81,40 +96,39 @@ def level_dot_numpy(ptr: np.ndarray, cols: np.ndarray, vals: np.ndarray, z: np.n
 
 
 @njit(cache=True)
-def level_quadratic(ptr: np.ndarray, cols: np.ndarray, Y: np.ndarray, P: np.ndarray,
+def level_quadratic(ptr: np.ndarray, cols: np.ndarray, level: np.ndarray, colptr: np.ndarray,
+                    col_entries: np.ndarray, Y: np.ndarray, P: np.ndarray,
                     mlim: int) -> np.ndarray:
     """Q[t, u] = sum_l sum_{a, b in level l, cols < mlim} Y[t, a] P[cols[a], cols[b]] Y[u, b].
 
     P is symmetric with only its lower triangle valid (``cols`` ascending per level).
-    For each entry a: acc[u] = sum_{b < a} P[cols[a], cols[b]] Y[u, b], then
-    Q[t, u] += Y[t, a] acc[u] + acc[t] Y[u, a] + Y[t, a] P[cols[a], cols[a]] Y[u, a].
+    Row by row: for row j < mlim of P and each entry a in column j,
+    acc[u] = sum_{b < a in a's level} P[j, cols[b]] Y[u, b] (reads stay in row j), then
+    Q[t, u] += Y[t, a] acc[u] + acc[t] Y[u, a] + Y[t, a] P[j, j] Y[u, a].
     """
-    n_levels = ptr.shape[0] - 1
     r1 = Y.shape[0]
     Q = np.zeros((r1, r1))
     acc = np.zeros(r1)
-    for lev in range(n_levels):
-        start = ptr[lev]
-        for a in range(start, ptr[lev + 1]):
-            ca = cols[a]
-            if ca >= mlim:
-                break
+    for j in range(min(mlim, colptr.shape[0] - 1)):
+        d = P[j, j]
+        for idx in range(colptr[j], colptr[j + 1]):
+            a = col_entries[idx]
             for u in range(r1):
                 acc[u] = 0.0
-            for b in range(start, a):
-                w = P[ca, cols[b]]
+            for b in range(ptr[level[a]], a):
+                w = P[j, cols[b]]
                 for u in range(r1):
                     acc[u] += w * Y[u, b]
-            d = P[ca, ca]
             for t in range(r1):
                 for u in range(r1):
                     Q[t, u] += Y[t, a] * acc[u] + acc[t] * Y[u, a] + Y[t, a] * d * Y[u, a]
     return Q
 
 
-def level_quadratic_numpy(ptr: np.ndarray, cols: np.ndarray, Y: np.ndarray, P: np.ndarray,
-                          mlim: int) -> np.ndarray:
-    """NumPy twin of :func:`level_quadratic` (symmetrises the lower triangle of P)."""
+def level_quadratic_numpy(ptr: np.ndarray, cols: np.ndarray, level: np.ndarray,
+                          colptr: np.ndarray, col_entries: np.ndarray, Y: np.ndarray,
+                          P: np.ndarray, mlim: int) -> np.ndarray:
+    """NumPy twin of :func:`level_quadratic` (level by level; symmetrises P's lower triangle)."""
     Pl = np.tril(P)
     Ps = Pl + np.tril(P, -1).T
     r1 = Y.shape[0]
