@@ -151,6 +151,44 @@ def test_weighted_fit_matches_lme4(case, formula, reml, extra):
     assert res.sigma == pytest.approx(ref["sigma"], rel=LMM_SE_RTOL)
 
 
+TOY = {"crossed_slopes": ("y ~ x + (1 | b) + (x | a)", True),
+       "three_slopes": ("y ~ x + (x + x2 | a)", True),
+       "uncorrelated": ("y ~ x + (x || a)", True),
+       "nested": ("y ~ x + (1 | a/b)", True),
+       "nested_ml": ("y ~ x + (1 | a/b)", False)}
+
+
+@pytest.mark.parametrize("case", list(TOY))
+def test_formula_forms_match_lme4(case, extra):
+    """Crossed + correlated slopes, three correlated terms (singular), (x || a), nested
+    a/b (REML and ML) against lme4 on tests/data/lmm_toy.csv."""
+    formula, reml = TOY[case]
+    ref = extra["toy"][case]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularFitWarning)
+        res = ig.lmm(formula, read_csv("lmm_toy.csv")).fit(reml=reml)
+    # lme4 names the nested factor b:a where we say a:b; the order (most levels first) agrees
+    np.testing.assert_allclose(res.theta.to_numpy(), list(ref["theta"].values()),
+                               atol=LMM_THETA_ATOL)
+    assert res.criterion == pytest.approx(ref["criterion"], abs=LMM_DEVIANCE_ATOL)
+    for term, value in ref["fixed_effects"].items():
+        assert res.params[_name(term)] == pytest.approx(value, rel=1e-5)
+        assert res.bse[_name(term)] == pytest.approx(ref["se"][term], rel=LMM_SE_RTOL)
+    assert res.sigma == pytest.approx(ref["sigma"], rel=LMM_SE_RTOL)
+    for group, terms in (ref["condvar"] or {}).items():
+        if not terms:
+            continue
+        group = {"b:a": "a:b"}.get(group, group)
+        re = res.ranef(group)
+        for term, r in terms.items():
+            levels = r["level"] if group != "a:b" else [":".join(v.split(":")[::-1]) for v in r["level"]]
+            by_str = {str(v): v for v in re.index}
+            levels = [by_str[v] for v in levels]
+            np.testing.assert_allclose(re.loc[levels, term], r["blup"], atol=LMM_BLUP_ATOL)
+            np.testing.assert_allclose(re.loc[levels, f"condsd({term})"], r["condsd"],
+                                       rtol=LMM_SE_RTOL)
+
+
 # --------------------------------------------------------------------------- statsmodels
 
 
