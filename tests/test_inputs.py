@@ -208,3 +208,45 @@ def test_unknown_family():
 def test_not_a_table():
     with pytest.raises(DataError, match="table"):
         build_design("y ~ x", 42)
+
+
+# --------------------------------------------------------------------------- property test
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+TERMS = ["x", "C(k)", "np.log(x)", "I(x**2)", "k", "b", "x:k", "center(x)", "standardize(x)",
+         "^g", "^k", "(1|g)", "(x|k)", "(x||g)", "(1|g:k)", "cat", "C(n)", "^cat", "0", "-1"]
+
+
+@st.composite
+def frames(draw):
+    n = draw(st.integers(1, 10))
+    num = st.lists(st.one_of(st.floats(-1e3, 1e3), st.just(np.nan), st.just(np.inf)),
+                   min_size=n, max_size=n)
+    txt = st.lists(st.one_of(st.sampled_from(["a", "b", "", "é", "a b"]), st.none()),
+                   min_size=n, max_size=n)
+    ints = st.lists(st.integers(0, 3), min_size=n, max_size=n)
+    return pd.DataFrame({
+        "y": draw(num), "x": draw(num), "k": pd.Series(draw(txt), dtype=object),
+        "b": draw(st.lists(st.booleans(), min_size=n, max_size=n)), "g": draw(ints),
+        "n": draw(ints), "cat": pd.Categorical(draw(txt)), "yb": [v % 2 for v in draw(ints)]})
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(df=frames(), lhs=st.sampled_from(["y", "yb", "k", "n", "cat", "np.log(x)"]),
+       terms=st.lists(st.sampled_from(TERMS), min_size=1, max_size=3),
+       family=st.sampled_from(["gaussian", "binomial", "poisson", "gamma", "multinomial"]),
+       na_action=st.sampled_from(["drop", "raise"]))
+def test_any_frame_gives_a_design_or_an_impactglm_error(df, lhs, terms, family, na_action):
+    before = df.copy(deep=True)
+    formula = f"{lhs} ~ " + " + ".join(terms)
+    try:
+        with np.errstate(all="ignore"):
+            d = build_design(formula, df, family=family, na_action=na_action)
+            nd = d.spec.transform(df)
+        assert d.X.shape[0] == len(d.y) == len(d.row_labels) == len(df) - d.n_dropped
+        assert nd.X.shape[1] == d.X.shape[1]
+    except ImpactGLMError:
+        pass
+    pd.testing.assert_frame_equal(df, before)
