@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .design import Design, build_design
-from .errors import ImpactGLMWarning, ModelError, SingularFitWarning
+from .errors import ConvergenceWarning, ImpactGLMWarning, ModelError, SingularFitWarning
 from .formula import ParsedFormula, parse_formula
 from .irls import aliased_columns
 from .lmm_core import (LMMFit, LMMProblem, REBlock, blas_threads, fit_lmm_arrays,
@@ -143,6 +143,9 @@ class LMM:
         fit = fit_lmm_arrays(self.X, self.y, self.blocks, self.weights, reml, start=start,
                              method=method, maxiter=maxiter, verbose=verbose,
                              problem=self.problem)
+        if not fit.converged:
+            warnings.warn(f"the optimiser over theta did not converge ({fit.message}); "
+                          "see results.optimizer_log", ConvergenceWarning, stacklevel=2)
         singular = _singular(self, fit)
         if singular:
             warnings.warn(f"boundary (singular) fit: the variance component(s) of "

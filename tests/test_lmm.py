@@ -584,6 +584,13 @@ def test_array_entry_for_crossed_intercepts_with_offset():
     assert res.criterion == pytest.approx(b.criterion, rel=1e-12)
 
 
+def test_iteration_limit_gives_convergence_warning():
+    from impactglm.errors import ConvergenceWarning
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        res = ig.lmm("y ~ x + (x | a)", _toy()).fit(method="cobyqa", maxiter=5)
+    assert not res.converged and res.n_evals <= 6
+
+
 def test_no_random_term_and_bad_arrays():
     with pytest.raises(ModelError, match="random-effects"):
         ig.lmm("y ~ x", _toy())
