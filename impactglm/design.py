@@ -386,11 +386,11 @@ def factorize(values, name: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarra
         # integer ids: a counting pass over value - min, no hashing and no sort
         a = s.to_numpy()
         lo = a.min()
-        shifted = a - lo
+        shifted = np.subtract(a, lo, dtype=np.intp)          # one pass, bincount-ready
         full = np.bincount(shifted)
         present = full > 0
-        remap = np.cumsum(present, dtype=np.int64) - 1
-        codes = remap[shifted]
+        remap = (np.cumsum(present, dtype=np.int64) - 1).astype(np.int32)
+        codes = remap[shifted]                                 # int32 straight away
         levels = (np.flatnonzero(present) + lo).astype(a.dtype)
         counts = full[present]
     else:
@@ -408,7 +408,7 @@ def factorize(values, name: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarra
         if levels.dtype.kind == "f" and len(levels) and np.all(levels == np.round(levels)) \
                 and np.abs(levels).max() < 2 ** 53:
             levels = levels.astype(np.int64)      # integer ids stored as float (NaN seen)
-    return codes.astype(np.int32), levels, counts.astype(np.int64)
+    return codes.astype(np.int32, copy=False), levels, counts.astype(np.int64, copy=False)
 
 
 # --------------------------------------------------------------------------- plain-data encoding
