@@ -840,8 +840,8 @@ def _categorical_codes(value, categories: tuple, factor, frame: pd.DataFrame) ->
         i = int(np.argmax(bad))
         level = (np.asarray(value, dtype=object)[i] if values is None else values.iloc[i])
         raise DataError(f"column {_factor_culprit(factor, frame)!r} has the level "
-                        f"{_py(level)!r} that the model was not fitted with (term "
-                        f"{factor.code!r}; levels: {_short(categories)})")
+                        f"{_py(level)!r}, which is not a level of the term {factor.code!r} "
+                        f"(levels: {_short(categories)})")
     return codes
 
 
