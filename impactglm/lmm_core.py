@@ -218,10 +218,16 @@ class LMMProblem:
         _check_finite("weights", w)
         if w.shape != (n,):
             raise DataError(f"weights have {w.shape[0]} rows, the response has {n}")
-        if np.any(w <= 0):
-            raise DataError(f"weights must be positive; row {int(np.flatnonzero(w <= 0)[0])} "
-                            f"has {w[w <= 0][0]}")
+        if np.any(w < 0):
+            raise DataError(f"weights must be non-negative; row {int(np.flatnonzero(w < 0)[0])} "
+                            f"has {w[w < 0][0]}")
         blocks = as_blocks(blocks, n)
+        if np.any(w == 0):          # rows with weight 0 carry no information (as in R's lm)
+            keep = w > 0
+            y, X, w = y[keep], X[keep], w[keep]
+            blocks = [REBlock(b.codes[keep], b.n_levels, b.Z[keep], b.name, b.term_names)
+                      for b in blocks]
+            n = y.shape[0]
         if not blocks:
             raise ModelError("a linear mixed model needs at least one random-effects term")
         self.n, self.p = n, X.shape[1]

@@ -584,6 +584,20 @@ def test_array_entry_for_crossed_intercepts_with_offset():
     assert res.criterion == pytest.approx(b.criterion, rel=1e-12)
 
 
+def test_zero_weights_mean_rows_left_out():
+    X, y, blocks, w, _ = _random_problem(12, "slopes_crossed")
+    w0 = w.copy()
+    w0[::7] = 0.0
+    keep = w0 > 0
+    a = fit_lmm_arrays(X, y, blocks, w0)
+    b = fit_lmm_arrays(X[keep], y[keep], [(c[keep], q, Z[keep]) for c, q, Z in blocks], w0[keep])
+    assert a.criterion == pytest.approx(b.criterion, rel=1e-12)
+    np.testing.assert_allclose(a.beta, b.beta, rtol=1e-8)
+    assert a.n == keep.sum()
+    with pytest.raises(DataError, match="non-negative"):
+        fit_lmm_arrays(X, y, blocks, -w)
+
+
 def test_iteration_limit_gives_convergence_warning():
     from impactglm.errors import ConvergenceWarning
     with pytest.warns(ConvergenceWarning, match="did not converge"):
