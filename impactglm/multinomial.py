@@ -297,7 +297,7 @@ def laplace_alpha(Hp: np.ndarray, G: np.ndarray, A: np.ndarray, alpha0: float) -
         if not (lo <= u2 <= hi) or not np.isfinite(u2):
             break
         u0, h0, u1, h1 = u1, h1, u2, h(u2)
-        if abs(u1 - u0) < 1e-10:
+        if abs(u1 - u0) < 1e-8:
             return float(np.exp(u1))
     if h(hi) > 0:
         return float(np.exp(hi))
@@ -404,6 +404,10 @@ class _Loop:
         self.tol, self.maxiter, self.verbose, self.callback = tol, maxiter, verbose, callback
         self.buffers = km.LevelPassBuffers(prob.n, prob.p, max(prob.Q, 1), prob.C, True)
         self.n_passes = 0
+        # class probabilities of the last level pass (float32: they only shape the
+        # reduced Newton step; gradients and the objective are float64)
+        self.P = np.empty((prob.n, prob.C), dtype=np.float32)
+        self.two_dirs = True
         self.const = _intercept_column(prob.X)
         self.timing = {"level_pass": 0.0, "subspace_pass": 0.0, "tau": 0.0}
         self.rows: list[dict] = []
@@ -417,7 +421,7 @@ class _Loop:
         t = time.perf_counter()
         Ause = A if prob.Q else np.zeros((1, prob.C))
         ll, gb, G, Hp = km.level_pass(prob.X, beta, prob.gcodes, Ause, prob.y, prob.w,
-                                      prob.offset, True, self.buffers, prob.ksort)
+                                      prob.offset, True, self.buffers, prob.ksort, self.P)
         self.n_passes += 1
         self.timing["level_pass"] += time.perf_counter() - t
         return ll, gb.copy(), G[:prob.Q].copy(), Hp[:prob.Q].copy()
@@ -431,33 +435,28 @@ class _Loop:
         (:func:`~impactglm.kernels.multinomial.subspace_cross`) adds the rest.
         """
         prob, C = self.prob, self.prob.C
-        K, J = prob.K, N_DIRS
+        K, J = prob.K, D.shape[1]
         intercept_only = prob.K > 0 and prob.p == 1 and self.const == 0
         pb = prob.p * (C - 1)
-        Ause = A if prob.Q else np.zeros((1, C))
         Dk = D if prob.Q else np.zeros((1, J, C))
-        H = km.subspace_cross(prob.X, beta, prob.gcodes, Ause, prob.w, Dk,
-                              with_beta=not intercept_only, offset=prob.offset)
+        H = km.subspace_cross(self.P, prob.X, prob.gcodes, prob.w, Dk,
+                              with_beta=not intercept_only)
         self.n_passes += 1
         if intercept_only:
             Hfull = np.zeros((pb + K * J, pb + K * J))
             Hfull[pb:, pb:] = H
             H = Hfull
             x0 = float(prob.X[0, 0])
-            sl = prob.slice(0)
+            sl = prob.slice(0)   # every row is in one level of factor 0
             tot = km.unpack_blocks(Hp[sl].sum(axis=0, keepdims=True), C)[0]
             H[:pb, :pb] = x0 * x0 * tot[1:, 1:]
-            for k in range(K):
-                sl = prob.slice(k)
-                for j in range(J):
-                    HD = km.block_matvec(Hp[sl], np.ascontiguousarray(D[sl, j]))
-                    H[:pb, pb + k * J + j] = x0 * HD.sum(axis=0)[1:]
         for k in range(K):
             sl = prob.slice(k)
-            HD = np.stack([km.block_matvec(Hp[sl], np.ascontiguousarray(D[sl, j]))
-                           for j in range(J)], axis=1)
+            HD = km.block_matvec(Hp[sl], D[sl])
             r = slice(pb + k * J, pb + (k + 1) * J)
             H[r, r] = np.einsum("qjc,qkc->jk", D[sl], HD)
+            if intercept_only:
+                H[:pb, r] = float(prob.X[0, 0]) * HD.sum(axis=0)[:, 1:].T
         upper = np.triu(H)
         return upper + np.triu(H, 1).T
 
@@ -507,13 +506,17 @@ class _Loop:
                 break
             it += 1
             # directions per factor: impact step, previous step, current effect
-            D = np.zeros((max(prob.Q, 1), N_DIRS, C))
+            # (the current effect only while tau moves or at the start: a rescaling of
+            # the whole factor; otherwise two directions per factor suffice)
+            J = N_DIRS if (tau_moved or it == 1 or not self.two_dirs) else 2
+            D = np.zeros((max(prob.Q, 1), J, C))
             for k in range(prob.K):
                 sl = prob.slice(k)
                 D[sl, 0] = steps[sl]
                 if prev_step[k] is not None:
                     D[sl, 1] = prev_step[k]
-                D[sl, 2] = A[sl]
+                if J > 2:
+                    D[sl, 2] = A[sl]
             t = time.perf_counter()
             Hs = self.subspace_information(beta, A, D, Hp)
             self.timing["subspace_pass"] += time.perf_counter() - t
@@ -521,7 +524,7 @@ class _Loop:
             gs = np.concatenate([gb[:, 1:].ravel(), _dir_gradient(prob, Gpen, D)])
             for k in range(prob.K):
                 sl = prob.slice(k)
-                r = slice(pb + k * N_DIRS, pb + (k + 1) * N_DIRS)
+                r = slice(pb + k * J, pb + (k + 1) * J)
                 Hs[r, r] += self.alpha[k] * np.einsum("qjc,qkc->jk", D[sl], D[sl])
             delta = _robust_solve(Hs, gs)
             dbeta = np.zeros_like(beta)
@@ -529,7 +532,7 @@ class _Loop:
             dA = np.zeros_like(A)
             for k in range(prob.K):
                 sl = prob.slice(k)
-                dA[sl] = np.einsum("j,qjc->qc", delta[pb + k * N_DIRS: pb + (k + 1) * N_DIRS], D[sl])
+                dA[sl] = np.einsum("j,qjc->qc", delta[pb + k * J: pb + (k + 1) * J], D[sl])
             # step halving
             t = 1.0
             for _ in range(40):
@@ -695,18 +698,20 @@ def _finish(prob, beta, A, alpha, auto, prior, converged, n_iter, state, exact_c
 
 
 def _beta_information(prob, beta, Ause):
-    """X' W X over beta[:, 1:] (the prior-free fixed-effects block)."""
-    H = km.subspace_cross(prob.X, beta, prob.gcodes, Ause, prob.w,
-                          np.zeros((Ause.shape[0], 0, prob.C)), True, prob.offset)
+    """X' W X over beta[:, 1:] (the prior-free fixed-effects block), in float64."""
+    P = km.predict_proba(prob.X, beta, prob.gcodes, Ause, prob.offset)
+    H = km.subspace_cross(P, prob.X, prob.gcodes, prob.w,
+                          np.zeros((Ause.shape[0], 0, prob.C)), True)
     return np.triu(H) + np.triu(H, 1).T
 
 
 def _dir_gradient(prob, Gpen, D):
     """Penalised gradient along every direction: sum over the factor's levels of <b_l, d_j[l]>."""
-    out = np.zeros(prob.K * N_DIRS)
+    J = D.shape[1]
+    out = np.zeros(prob.K * J)
     for k in range(prob.K):
         sl = prob.slice(k)
-        out[k * N_DIRS:(k + 1) * N_DIRS] = np.einsum("qc,qjc->j", Gpen[sl], D[sl])
+        out[k * J:(k + 1) * J] = np.einsum("qc,qjc->j", Gpen[sl], D[sl])
     return out
 
 

@@ -153,8 +153,16 @@ def test_level_pass_matches_numpy(kernel_inputs, with_offset):
 def test_subspace_cross_matches_numpy(kernel_inputs, with_beta):
     X, beta, gc, A, y, w, off = kernel_inputs
     D = np.random.default_rng(1).normal(size=(A.shape[0], 3, A.shape[1]))
-    _close(np.triu(km.subspace_cross(X, beta, gc, A, w, D, with_beta, off)),
-           km.subspace_cross_numpy(X, beta, gc, A, w, D, with_beta, off), KERNEL_RTOL)
+    P = km.predict_proba_numpy(X, beta, gc, A, off)
+    _close(np.triu(km.subspace_cross(P, X, gc, w, D, with_beta)),
+           km.subspace_cross_numpy(P, X, gc, w, D, with_beta), KERNEL_RTOL)
+
+
+def test_level_pass_stores_probabilities(kernel_inputs):
+    X, beta, gc, A, y, w, off = kernel_inputs
+    P = np.empty((len(y), A.shape[1]))
+    km.level_pass(X, beta, gc, A, y, w, off, P=P)
+    _close(P, km.predict_proba_numpy(X, beta, gc, A, off), KERNEL_RTOL)
 
 
 @pytest.mark.parametrize("intercept_only", [True, False])
@@ -170,7 +178,9 @@ def test_assembled_subspace_information_equals_full_jacobian_sum(kernel_inputs, 
     prob = _Problem(X, _as_factors([(c, qk) for c, qk in zip(codes, q)], len(y)), y, 4, w, None)
     loop = _Loop(prob, np.ones(2), np.zeros(2, bool), 1e-6, 10, False, None)
     D = np.random.default_rng(2).normal(size=(sum(q), N_DIRS, 4))
-    _, _, _, Hp = km.level_pass(X, beta, prob.gcodes, A, y, w)
+    P = np.empty((len(y), 4))
+    _, _, _, Hp = km.level_pass(X, beta, prob.gcodes, A, y, w, P=P)
+    loop.P = P
     got = loop.subspace_information(beta, A, D, Hp)
     _close(got, km.subspace_hessian_numpy(X, beta, prob.gcodes, A, w, D), KERNEL_RTOL)
 
@@ -187,6 +197,23 @@ def test_block_kernels_match_numpy(C):
     for a, b in zip(km.block_solve(Hp, add, rhs), km.block_solve_numpy(Hp, add, rhs)):
         _close(a, b, KERNEL_RTOL)
     _close(km.block_matvec(Hp, rhs), km.block_matvec_numpy(Hp, rhs), KERNEL_RTOL)
+    V = rng.normal(size=(Q, 3, C))
+    _close(km.block_matvec(Hp, V), km.block_matvec_numpy(Hp, V), KERNEL_RTOL)
+
+
+def test_block_kernels_parallel_equal_serial(monkeypatch):
+    rng = np.random.default_rng(3)
+    Q, C = 500, 4
+    B = rng.normal(size=(Q, C, C))
+    iu, ju = np.triu_indices(C)
+    Hp = np.ascontiguousarray((B @ B.transpose(0, 2, 1))[:, iu, ju])
+    rhs = rng.normal(size=(Q, 2, C))
+    serial = km.block_solve(Hp, np.ones(Q), rhs[:, 0]), km.block_matvec(Hp, rhs)
+    monkeypatch.setattr(km, "PARALLEL_MIN_LEVELS", 0)
+    par = km.block_solve(Hp, np.ones(Q), rhs[:, 0]), km.block_matvec(Hp, rhs)
+    np.testing.assert_array_equal(par[0][0], serial[0][0])
+    np.testing.assert_array_equal(par[0][1], serial[0][1])
+    np.testing.assert_array_equal(par[1], serial[1])
 
 
 def test_beta_level_cross_and_scoring_match_numpy(kernel_inputs):

@@ -145,7 +145,7 @@ def _add_hess(H, g, prob, wi, C):
 
 @njit(parallel=True, cache=True)
 def _level_pass(X, beta, gcodes, A, y, w, offset, has_offset, want_hess, ksort, T,
-                G_t, H_t, gb_t, ll_t, G, Hp, gb):
+                G_t, H_t, gb_t, ll_t, G, Hp, gb, P, store_p):
     n, n_p = X.shape
     C = beta.shape[1]
     K = gcodes.shape[0]
@@ -177,6 +177,9 @@ def _level_pass(X, beta, gcodes, A, y, w, offset, has_offset, want_hess, ksort, 
             for c in range(C):
                 r[c] = -wi * prob[c]
             r[yi] += wi
+            if store_p:
+                for c in range(C):
+                    P[i, c] = prob[c]
             for b in range(n_p):
                 xb = X[i, b]
                 for c in range(C):
@@ -250,7 +253,8 @@ class LevelPassBuffers:
         self.gb = np.zeros((p, C))
 
 
-def level_pass(X, beta, gcodes, A, y, w, offset=None, want_hess=True, buffers=None, ksort=-1):
+def level_pass(X, beta, gcodes, A, y, w, offset=None, want_hess=True, buffers=None, ksort=-1,
+               P=None):
     """One fused pass over the rows.
 
     Returns ``(loglik, gb, G, Hp)``: the weighted log-likelihood sum_i w_i log p_{i,y_i};
@@ -259,7 +263,8 @@ def level_pass(X, beta, gcodes, A, y, w, offset=None, want_hess=True, buffers=No
     (when ``want_hess``).  Every code must be a valid level (>= 0).  The returned
     arrays are views of ``buffers`` (reused by the next call).  ``ksort``: a factor whose
     rows are sorted by level (its sums are then accumulated locally and flushed when
-    the level changes; any value gives the same sums up to rounding).
+    the level changes; any value gives the same sums up to rounding).  ``P``: an (n, C)
+    array (float32 or float64) that receives the class probabilities of every row.
     """
     n, p = X.shape
     C = beta.shape[1]
@@ -267,9 +272,10 @@ def level_pass(X, beta, gcodes, A, y, w, offset=None, want_hess=True, buffers=No
     if buffers is None:
         buffers = LevelPassBuffers(n, p, Q, C, want_hess)
     off, has_off = _offset_arg(offset, C)
+    store = P is not None
     ll = _level_pass(X, beta, gcodes, A, y, w, off, has_off, want_hess, int(ksort), buffers.T,
                      buffers.G_t, buffers.H_t, buffers.gb_t, buffers.ll_t,
-                     buffers.G, buffers.Hp, buffers.gb)
+                     buffers.G, buffers.Hp, buffers.gb, P if store else np.zeros((1, C)), store)
     return ll, buffers.gb, buffers.G, (buffers.Hp if want_hess else None)
 
 
@@ -300,9 +306,9 @@ def level_pass_numpy(X, beta, gcodes, A, y, w, offset=None, want_hess=True):
 # ---------------------------------------------------------------- subspace Hessian
 
 @njit(parallel=True, cache=True)
-def _subspace_cross(X, beta, gcodes, A, w, offset, has_offset, D, with_beta, T, H_t):
+def _subspace_cross(P, X, gcodes, w, D, with_beta, T, H_t):
     n, n_p = X.shape
-    C = beta.shape[1]
+    C = P.shape[1]
     K = gcodes.shape[0]
     J = D.shape[1]
     Cf = C - 1
@@ -310,7 +316,6 @@ def _subspace_cross(X, beta, gcodes, A, w, offset, has_offset, D, with_beta, T, 
     for t in prange(T):
         H = H_t[t]
         H[:, :] = 0.0
-        eta = np.empty(C)
         prob = np.empty(C)
         v = np.empty((K, J, C))
         u = np.empty((K, J, C))
@@ -318,20 +323,22 @@ def _subspace_cross(X, beta, gcodes, A, w, offset, has_offset, D, with_beta, T, 
         lo = t * n // T
         hi = (t + 1) * n // T
         for i in range(lo, hi):
-            _eta_row(i, X, beta, gcodes, A, offset, has_offset, eta)
-            _softmax(eta, prob)
+            for c in range(C):
+                prob[c] = P[i, c]
             wi = w[i]
             for k in range(K):
                 g = gcodes[k, i]
                 for j in range(J):
-                    s = 0.0
                     for c in range(C):
                         v[k, j, c] = D[g, j, c]
-                        s += prob[c] * D[g, j, c]
-                    for c in range(C):
-                        u[k, j, c] = wi * prob[c] * (v[k, j, c] - s)
+                    if with_beta or k < K - 1:      # u = W_i v is needed on the left only
+                        s = 0.0
+                        for c in range(C):
+                            s += prob[c] * v[k, j, c]
+                        for c in range(C):
+                            u[k, j, c] = wi * prob[c] * (v[k, j, c] - s)
             # directions of different factors
-            for k in range(K):
+            for k in range(K - 1):
                 for j in range(J):
                     a = pb + k * J + j
                     for k2 in range(k + 1, K):
@@ -367,36 +374,36 @@ def _subspace_cross(X, beta, gcodes, A, w, offset, has_offset, D, with_beta, T, 
     return out
 
 
-def subspace_cross(X, beta, gcodes, A, w, D, with_beta=True, offset=None):
+def subspace_cross(P, X, gcodes, w, D, with_beta=True):
     """Row sums of the reduced information that per-level sums cannot give.
 
-    The reduced parameters are theta = (vec beta[:, 1:] (row-major, when ``with_beta``),
-    gamma[k, j]) moving beta[:, 1:] and the effects along directions D[:, j, :] (Q, J, C)
-    restricted to the levels of factor k.  Row i contributes V_i' W_i V_i (V_i the (C, R)
-    Jacobian of eta_i).  This kernel returns the upper triangle of that sum for the
-    entries that involve two *different* factors, and (``with_beta``) every entry that
-    involves beta; the within-factor entries sum_l d_j[l]' H_l d_j'[l] and, for an
-    intercept, the beta entries follow from the level blocks H_l (see
-    :mod:`impactglm.multinomial`).  Other entries are 0.
+    ``P`` (n, C) holds the class probabilities of every row at the current point
+    (float32 or float64; :func:`level_pass` fills it).  The reduced parameters are
+    theta = (vec beta[:, 1:] (row-major, when ``with_beta``), gamma[k, j]) moving
+    beta[:, 1:] and the effects along directions D[:, j, :] (Q, J, C) restricted to the
+    levels of factor k.  Row i contributes V_i' W_i V_i (V_i the (C, R) Jacobian of
+    eta_i).  This kernel returns the upper triangle of that sum for the entries that
+    involve two *different* factors, and (``with_beta``) every entry that involves beta;
+    the within-factor entries sum_l d_j[l]' H_l d_j'[l] and, for an intercept, the beta
+    entries follow from the level blocks H_l (see :mod:`impactglm.multinomial`).  Other
+    entries are 0.
     """
     n, p = X.shape
-    C = beta.shape[1]
+    C = P.shape[1]
     K = gcodes.shape[0]
     R = (p * (C - 1) if with_beta else 0) + K * D.shape[1]
     T = n_chunks(n)
-    off, has_off = _offset_arg(offset, C)
-    return _subspace_cross(X, beta, gcodes, A, w, off, has_off, np.ascontiguousarray(D),
-                           bool(with_beta), T, np.zeros((T, R, R)))
+    return _subspace_cross(P, X, gcodes, w, np.ascontiguousarray(D), bool(with_beta), T,
+                           np.zeros((T, R, R)))
 
 
-def subspace_cross_numpy(X, beta, gcodes, A, w, D, with_beta=True, offset=None):
+def subspace_cross_numpy(P, X, gcodes, w, D, with_beta=True):
     """NumPy twin of :func:`subspace_cross` (builds the (n, C, R) Jacobian)."""
     n, p = X.shape
-    C = beta.shape[1]
+    C = P.shape[1]
     K, J = gcodes.shape[0], D.shape[1]
     pb = p * (C - 1) if with_beta else 0
-    eta = _eta_numpy(X, beta, gcodes, A, offset)
-    prob, _ = _softmax_numpy(eta)
+    prob = np.asarray(P, dtype=np.float64)
     V = np.zeros((n, C, pb + K * J))
     if with_beta:
         for b in range(p):
@@ -601,44 +608,83 @@ def _cholesky_lower(M, C):
     return True
 
 
+@njit(cache=True)
+def _block_solve_range(Hp, add, rhs, x, trinv, lo, hi):
+    """Rows lo..hi-1 of :func:`block_solve` (serial)."""
+    C = rhs.shape[1]
+    M = np.empty((C, C))
+    v = np.empty(C)
+    e = np.empty(C)
+    for q in range(lo, hi):
+        j = 0
+        for c in range(C):
+            for d in range(c, C):
+                M[d, c] = Hp[q, j]
+                j += 1
+            M[c, c] += add[q]
+        if not _cholesky_lower(M, C):
+            for c in range(C):
+                x[q, c] = np.nan
+            trinv[q] = np.nan
+            continue
+        for c in range(C):                     # L v = rhs
+            s = rhs[q, c]
+            for k in range(c):
+                s -= M[c, k] * v[k]
+            v[c] = s / M[c, c]
+        for c in range(C - 1, -1, -1):         # L' x = v
+            s = v[c]
+            for k in range(c + 1, C):
+                s -= M[k, c] * x[q, k]
+            x[q, c] = s / M[c, c]
+        tr = 0.0                               # tr(H^-1) = ||L^-1||_F^2, column by column
+        for col in range(C):
+            for c in range(col, C):
+                s = 1.0 if c == col else 0.0
+                for k in range(col, c):
+                    s -= M[c, k] * e[k]
+                e[c] = s / M[c, c]
+                tr += e[c] * e[c]
+        trinv[q] = tr
+
+
 @njit(parallel=True, cache=True)
-def _block_solve(Hp, add, rhs, x, trinv, T):
-    Q, C = rhs.shape
+def _block_solve_par(Hp, add, rhs, x, trinv, T):
+    Q = rhs.shape[0]
     for t in prange(T):
-        M = np.empty((C, C))
-        v = np.empty(C)
-        e = np.empty(C)
-        for q in range(t * Q // T, (t + 1) * Q // T):
+        _block_solve_range(Hp, add, rhs, x, trinv, t * Q // T, (t + 1) * Q // T)
+
+
+@njit(cache=True)
+def _block_matvec_range(Hp, v, out, lo, hi):
+    """out[q, j] = H_q v[q, j] for q in lo..hi-1 (v, out: (Q, J, C))."""
+    J, C = v.shape[1], v.shape[2]
+    for q in range(lo, hi):
+        for jj in range(J):
+            for c in range(C):
+                out[q, jj, c] = 0.0
             j = 0
             for c in range(C):
                 for d in range(c, C):
-                    M[d, c] = Hp[q, j]
+                    h = Hp[q, j]
+                    out[q, jj, c] += h * v[q, jj, d]
+                    if d != c:
+                        out[q, jj, d] += h * v[q, jj, c]
                     j += 1
-                M[c, c] += add[q]
-            if not _cholesky_lower(M, C):
-                for c in range(C):
-                    x[q, c] = np.nan
-                trinv[q] = np.nan
-                continue
-            for c in range(C):                     # L v = rhs
-                s = rhs[q, c]
-                for k in range(c):
-                    s -= M[c, k] * v[k]
-                v[c] = s / M[c, c]
-            for c in range(C - 1, -1, -1):         # L' x = v
-                s = v[c]
-                for k in range(c + 1, C):
-                    s -= M[k, c] * x[q, k]
-                x[q, c] = s / M[c, c]
-            tr = 0.0                               # tr(H^-1) = ||L^-1||_F^2, column by column
-            for col in range(C):
-                for c in range(col, C):
-                    s = 1.0 if c == col else 0.0
-                    for k in range(col, c):
-                        s -= M[c, k] * e[k]
-                    e[c] = s / M[c, c]
-                    tr += e[c] * e[c]
-            trinv[q] = tr
+
+
+@njit(parallel=True, cache=True)
+def _block_matvec_par(Hp, v, out, T):
+    Q = v.shape[0]
+    for t in prange(T):
+        _block_matvec_range(Hp, v, out, t * Q // T, (t + 1) * Q // T)
+
+
+PARALLEL_MIN_LEVELS = 20_000    # per-level kernels run serially below this many levels
+
+
+def _level_threads(Q: int) -> int:
+    return 1 if Q < PARALLEL_MIN_LEVELS else int(numba.get_num_threads())
 
 
 def block_solve(Hp: np.ndarray, add: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -650,9 +696,13 @@ def block_solve(Hp: np.ndarray, add: np.ndarray, rhs: np.ndarray) -> tuple[np.nd
     Q, C = rhs.shape
     x = np.empty((Q, C))
     trinv = np.empty(Q)
-    T = int(max(1, min(4 * numba.get_num_threads(), Q // 256)))
-    _block_solve(Hp, np.ascontiguousarray(add, dtype=np.float64),
-                 np.ascontiguousarray(rhs, dtype=np.float64), x, trinv, T)
+    add = np.ascontiguousarray(add, dtype=np.float64)
+    rhs = np.ascontiguousarray(rhs, dtype=np.float64)
+    T = _level_threads(Q)
+    if T == 1:
+        _block_solve_range(Hp, add, rhs, x, trinv, 0, Q)
+    else:
+        _block_solve_par(Hp, add, rhs, x, trinv, T)
     return x, trinv
 
 
@@ -664,29 +714,20 @@ def block_solve_numpy(Hp, add, rhs):
     return np.einsum("qcd,qd->qc", Hinv, rhs), np.trace(Hinv, axis1=1, axis2=2)
 
 
-@njit(parallel=True, cache=True)
-def _block_matvec(Hp, v, out):
-    Q, C = v.shape
-    for q in prange(Q):
-        for c in range(C):
-            out[q, c] = 0.0
-        j = 0
-        for c in range(C):
-            for d in range(c, C):
-                h = Hp[q, j]
-                out[q, c] += h * v[q, d]
-                if d != c:
-                    out[q, d] += h * v[q, c]
-                j += 1
-
-
 def block_matvec(Hp: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Per level q: H_q v_q with H_q given as packed upper triangles."""
-    out = np.empty(v.shape)
-    _block_matvec(Hp, np.ascontiguousarray(v, dtype=np.float64), out)
-    return out
+    """Per level q: H_q v_q (v (Q, C)) or H_q v_qj for every j (v (Q, J, C)); H_q packed."""
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    v3 = v[:, None, :] if v.ndim == 2 else v
+    out = np.empty(v3.shape)
+    T = _level_threads(v3.shape[0])
+    if T == 1:
+        _block_matvec_range(Hp, v3, out, 0, v3.shape[0])
+    else:
+        _block_matvec_par(Hp, v3, out, T)
+    return out[:, 0, :] if v.ndim == 2 else out
 
 
 def block_matvec_numpy(Hp, v):
     """NumPy twin of :func:`block_matvec`."""
-    return np.einsum("qcd,qd->qc", unpack_blocks(Hp, v.shape[1]), v)
+    H = unpack_blocks(Hp, v.shape[-1])
+    return np.einsum("qcd,qd->qc", H, v) if v.ndim == 2 else np.einsum("qcd,qjd->qjc", H, v)
