@@ -162,9 +162,9 @@ class FastStandardize(patsy.state.Standardize):
         m = x.shape[0]
         if m == 0:
             return
-        xw = np.asarray(x, dtype=wide)
-        mean_c = xw.mean(axis=0)
-        m2_c = ((xw - mean_c) ** 2).sum(axis=0)
+        xf = np.asarray(x, dtype=np.float64)       # two-pass chunk moments in double,
+        mean_c = xf.mean(axis=0)                    # merged into the long-double state
+        m2_c = ((xf - mean_c) ** 2).sum(axis=0)
         n = self.current_n
         delta = mean_c - self.current_mean
         self.current_n = n + m
@@ -901,10 +901,10 @@ def _build_matrix(info: DesignInfo, frame: pd.DataFrame) -> np.ndarray:
 
 def _finite_rows(M: np.ndarray, names: Sequence[str], labels: pd.Index, what: str) -> np.ndarray:
     """Mask of rows without NaN in M; an infinite value is an error naming column and row."""
-    if M.size == 0:
+    if M.size == 0 or np.isfinite(M.sum(axis=1)).all():   # (n,) temporary, not (n, p)
         return np.ones(M.shape[0], dtype=bool)
     finite = np.isfinite(M)
-    if finite.all():
+    if finite.all():                                     # the sum overflowed, values are fine
         return np.ones(M.shape[0], dtype=bool)
     inf = np.isinf(M)
     if inf.any():
