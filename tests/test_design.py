@@ -473,3 +473,11 @@ def test_design_is_frozen():
     assert isinstance(d, Design)
     with pytest.raises(Exception):
         d.n_dropped = 3
+
+
+def test_huge_finite_values_are_not_mistaken_for_infinity():
+    df = make_data(10)
+    df["x"] = 1e308
+    df["z"] = 1e308        # a row sum overflows; the values themselves are finite
+    d = build_design("y ~ x + z", df)
+    assert d.n_dropped == 0 and np.all(d.X[:, 1:] == 1e308)
