@@ -217,6 +217,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         kwargs["offset"] = args.offset
     with _ticker("building the design", args.quiet):
         model = glm(args.formula, data, **kwargs)
+    timer.lap("design")
     accepted = inspect.signature(model.fit).parameters
     fit_kwargs: dict[str, Any] = {}
     if args.holdout is not None:

@@ -94,7 +94,7 @@ def run_demo(rows: int = 1_000_000, seed: int = 0, family: str = "multinomial",
         res = glm(formula, train_data, family=glm_family).fit()
     times["fit"] = time.perf_counter() - t
     print(file=out)
-    print(res.summary(), file=out)
+    print(compact_summary(res, formula, glm_family), file=out)
 
     t = time.perf_counter()
     with _ticker(f"fitting {base_formula}", quiet):
@@ -125,6 +125,35 @@ def run_demo(rows: int = 1_000_000, seed: int = 0, family: str = "multinomial",
     print(file=out)
     print("times: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()), file=out)
     return 0
+
+
+def compact_summary(res: Any, formula: str, family: str) -> str:
+    """A short report of a fit: sizes, convergence, the prior sd of each ^ factor and
+    the fixed coefficients as one table with a column per class (``res.summary()``
+    has the full table with standard errors)."""
+    params = res.params
+    lines = [f"{formula}   (family {family})"]
+    status = "converged" if getattr(res, "converged", True) else "NOT converged"
+    lines.append(f"fitted on {int(res.nobs):,} rows: {res.n_iter} iterations, {status}")
+    for e in getattr(res, "factor_effects", ()):
+        how = "estimated" if getattr(e, "tau_estimated", False) else "given"
+        tau = "none" if e.tau is None else f"{e.tau:.4g}"
+        lines.append(f"  ^{e.name}: {len(e.levels):,} levels, prior sd tau = {tau} ({how})")
+    if isinstance(params, pd.DataFrame):
+        ref = params.columns[0]
+        lines.append(f"fixed coefficients: log-odds of each class against class {_fmt_label(ref)}"
+                     "\n(the level effects are symmetric: they sum to 0 over the classes)")
+        table = params.iloc[:, 1:].rename(columns=_fmt_label)
+    else:
+        lines.append("fixed coefficients:")
+        table = params.to_frame("coef")
+    lines.append(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    lines.append("(res.summary() has standard errors and tests)")
+    return "\n".join(lines)
+
+
+def _fmt_label(c: Any) -> str:
+    return f"{c:g}" if isinstance(c, (float, np.floating)) else str(c)
 
 
 def format_table(table: list[tuple[str, Scores]], n_test: int) -> str:

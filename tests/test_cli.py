@@ -459,7 +459,7 @@ def test_demo_runs_small(capsys):
     assert len(table) == 4, out
     # the truth beats the model, the ids help, everything beats the class frequencies
     assert table["truth"] < table["model"] < table["no ids"] < table["null"]
-    assert "times:" in out and "Multinomial" in out
+    assert "times:" in out and "(family multinomial)" in out and "^UserID:" in out
 
 
 def test_demo_scores_agree_with_the_simulator():
