@@ -901,8 +901,11 @@ def _build_matrix(info: DesignInfo, frame: pd.DataFrame) -> np.ndarray:
 
 def _finite_rows(M: np.ndarray, names: Sequence[str], labels: pd.Index, what: str) -> np.ndarray:
     """Mask of rows without NaN in M; an infinite value is an error naming column and row."""
-    if M.size == 0 or np.isfinite(M.sum(axis=1)).all():   # (n,) temporary, not (n, p)
+    if M.size == 0:
         return np.ones(M.shape[0], dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(M.sum(axis=1)).all():             # (n,) temporary, not (n, p)
+            return np.ones(M.shape[0], dtype=bool)
     finite = np.isfinite(M)
     if finite.all():                                     # the sum overflowed, values are fine
         return np.ones(M.shape[0], dtype=bool)
