@@ -13,7 +13,7 @@
 * ``spec``: a :class:`ModelSpec`, plain data that rebuilds all of the above on new
   data (``spec.transform(newdata)``) and survives ``to_dict`` -> JSON -> ``from_dict``.
 
-Rules (documented for users in the README's formula section):
+Rules (for users: docs/design.md):
 
 * Missing values: like R's ``na.omit`` over exactly the columns the model uses (the
   response, every column of the fixed terms, every ``^`` column, every random-term
