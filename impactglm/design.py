@@ -649,7 +649,16 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "ModelSpec":
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (a DataError for anything else)."""
+        if not isinstance(d, Mapping) or d.get("version") != 1:
+            raise DataError("not a model spec of this impactglm version (expected version 1)")
+        try:
+            return cls._from_dict(d)
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"the model spec is damaged: {type(e).__name__}: {e}") from None
+
+    @classmethod
+    def _from_dict(cls, d: Mapping) -> "ModelSpec":
         classes = None if d["classes"] is None else tuple(_decode_levels(d["classes"]).tolist())
         return cls(
             formula=d["formula"], family=d["family"], response=d["response"],

@@ -197,6 +197,15 @@ def test_missing_column_in_new_data():
         d.spec.transform(pd.DataFrame({"x": [1.0]}))
 
 
+def test_damaged_model_spec():
+    d = build_design("y ~ x + ^g", data()).spec.to_dict()
+    with pytest.raises(DataError, match="version"):
+        ModelSpec.from_dict({**d, "version": 99})
+    del d["factors"]
+    with pytest.raises(DataError, match="damaged"):
+        ModelSpec.from_dict(d)
+
+
 def test_bad_na_action():
     with pytest.raises(DataError, match="na_action"):
         build_design("y ~ x", data(), na_action="omit")
