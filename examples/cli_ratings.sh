@@ -33,7 +33,8 @@ head -5 coef.tsv
 cut -f3 coef.tsv | sort | uniq -c
 
 # 4. the saved model's summary, without refitting
-impactglm summary --model model.json | head -20
+impactglm summary --model model.json > summary.txt
+head -20 summary.txt
 
 # 5. score new rows: class probabilities, the chosen class, then the input columns
 impactglm score --model model.json --data new.parquet --out scored.csv

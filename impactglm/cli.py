@@ -70,7 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             _error("interrupted")
             return 130
-        except BrokenPipeError:
+        except BrokenPipeError:          # e.g. `impactglm summary ... | head`
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
             return 1
         except OSError as exc:           # the system refused: disk full, permissions...
             if debug:
@@ -318,7 +323,7 @@ def _move_into_place(src: Path, dest: Path, force: bool) -> None:
         os.link(src, dest)
     except FileExistsError:
         raise OutputExistsError(f"{str(dest)!r} exists; refusing to overwrite it "
-                                "(use --force)") from None
+                                "without force=True") from None
     except OSError:
         os.replace(src, dest)
 
@@ -473,7 +478,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     timer.lap("write")
     print(f"scored {len(data):,} rows of {args.data} -> {args.out}")
     if response in data.columns:
-        _print_metrics(res, data)
+        _print_metrics(res, data, f"on {args.data}")
     _note(args, f"times: {timer.format()}")
     return 0
 
@@ -540,13 +545,13 @@ def _join_unique(predictions: pd.DataFrame, data: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([predictions.reset_index(drop=True), data.reset_index(drop=True)], axis=1)
 
 
-def _print_metrics(res: Any, data: pd.DataFrame) -> None:
+def _print_metrics(res: Any, data: pd.DataFrame, label: str) -> None:
     from .evaluate import evaluate
 
     with warnings.catch_warnings():      # unseen levels were reported by the scoring
         warnings.simplefilter("ignore", UnseenLevelWarning)
         metrics = evaluate(res, data)
-    print(f"on these rows: {_format_metrics(metrics)}")
+    print(f"{label}: {_format_metrics(metrics)}")
 
 
 def _format_metrics(metrics: Any) -> str:
@@ -680,8 +685,10 @@ def _one_line_error(exc: BaseException) -> str:
     if isinstance(exc, FormulaError) and exc.formula is not None:
         where = f" at character {exc.position + 1}" if exc.position is not None else ""
         return f"{exc.reason}: {exc.formula!r}{where}"
-    text = str(exc)
-    return _first_line(text) or type(exc).__name__
+    text = _first_line(str(exc)) or type(exc).__name__
+    if isinstance(exc, OutputExistsError):
+        text = text.replace("without force=True", "(use --force to replace it)")
+    return text
 
 
 @contextmanager

@@ -78,7 +78,10 @@ class FileFormatError(DataError):
 
 
 class OutputExistsError(ImpactGLMError, FileExistsError):
-    """An output file exists and ``force`` was not given."""
+    """An output file exists and ``force`` was not given.
+
+    ``path`` is the file; the message ends with "without force=True" (the command
+    line rewrites that as "(use --force to replace it)")."""
 
     def __str__(self) -> str:
         return self.args[0]
@@ -502,7 +505,7 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
     p = Path(path)
     if p.exists() and not force:
         raise OutputExistsError(f"{str(path)!r} exists; refusing to overwrite it "
-                                "(use --force, or force=True)")
+                                "without force=True")
     if p.is_dir():
         raise OutputExistsError(f"{str(path)!r} is a directory")
     parent = p.parent if str(p.parent) else Path(".")
@@ -557,11 +560,11 @@ def _commit(tmp: Path, path: Path, force: bool) -> None:
         os.link(tmp, path)          # fails if path exists: no race with another writer
     except FileExistsError:
         raise OutputExistsError(f"{str(path)!r} exists; refusing to overwrite it "
-                                "(use --force, or force=True)") from None
+                                "without force=True") from None
     except OSError:                 # file system without hard links
         if path.exists():
             raise OutputExistsError(f"{str(path)!r} exists; refusing to overwrite it "
-                                    "(use --force, or force=True)") from None
+                                    "without force=True") from None
         os.replace(tmp, path)
         return
     _unlink(tmp)
