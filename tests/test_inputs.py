@@ -66,6 +66,13 @@ def test_patsy_syntax_error_caret_in_the_users_formula():
     assert lines[-1] == "    " + " " * e.value.position + "^"
 
 
+def test_patsy_error_inside_a_random_term_points_into_it():
+    text = "y ~ x + (x * * age | g)"
+    with pytest.raises(FormulaError) as e:
+        build_design(text, data())
+    assert e.value.position == text.rindex("*")
+
+
 def test_parser_error_from_formula_module():
     with pytest.raises(FormulaError, match=r"unmatched '\('"):
         build_design("y ~ np.log(x", data())
