@@ -283,13 +283,34 @@ def _read_text(p: Path, wanted: list[str], sep: str, progress: bool) -> pa.Table
     try:
         with _ProgressFile(p, progress) as raw:
             source = pa.CompressedInputStream(raw, compression) if compression else raw
-            return pacsv.read_csv(source, read, parse, convert)
+            table = pacsv.read_csv(source, read, parse, convert)
     except pa.ArrowInvalid as exc:
         if "Empty CSV file" in str(exc):
             raise EmptyFileError(f"{str(p)!r} is empty") from None
         raise _locate_error(p, wanted, sep, exc) from None
     except (OSError, pa.ArrowException) as exc:
         raise FileFormatError(f"{str(p)!r}: cannot read the file: {_one_line(exc)}") from None
+    _check_utf8(p, table)
+    return table
+
+
+def _check_utf8(p: Path, table: pa.Table) -> None:
+    """pyarrow reads text that is not UTF-8 as binary: name the first such value's line."""
+    for name in table.column_names:
+        column = table.column(name)
+        if not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
+            continue
+        for i, value in enumerate(column.to_pylist()):
+            if value is None:
+                continue
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                line = _file_line(p, i + 2)     # pyarrow row 1 is the header
+                raise MalformedRowError(
+                    f"{str(p)!r}, line {line}: column {name!r} holds text that is not UTF-8 "
+                    f"({value[:40]!r}); convert the file to UTF-8 (e.g. iconv -f latin1 "
+                    "-t utf-8)", p, line) from None
 
 
 _ROW = re.compile(r"Row #(\d+):?\s*")

@@ -334,3 +334,20 @@ def test_strings_as_categorical_keeps_sorted_levels(tmp_path):
     assert back["g"].cat.categories.tolist() == ["a", "b", "c"]
     assert back["g"].tolist() == ["b", "c", "a", "b"]
     assert back["n"].dtype == np.int64 and back["x"].dtype == np.float64
+
+
+def test_text_that_is_not_utf8_names_its_line(tmp_path):
+    (tmp_path / "latin.csv").write_bytes(b"a,b\n1,ok\n\n2,caf\xe9\n3,x\n")
+    with pytest.raises(io.MalformedRowError) as err:
+        io.read_table(tmp_path / "latin.csv")
+    assert err.value.line == 4
+    assert "line 4" in str(err.value) and "'b'" in str(err.value) and "UTF-8" in str(err.value)
+    # a column that is not read does not matter
+    assert io.read_table(tmp_path / "latin.csv", columns=["a"])["a"].tolist() == [1, 2, 3]
+
+
+def test_truncated_gzip_is_a_file_format_error(tmp_path):
+    whole = gzip.compress(b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(20000)))
+    (tmp_path / "cut.csv.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(io.FileFormatError, match="cut.csv.gz"):
+        io.read_table(tmp_path / "cut.csv.gz")
