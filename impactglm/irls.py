@@ -292,5 +292,8 @@ def null_deviance(y: np.ndarray, weights: np.ndarray, offset: np.ndarray, family
             warnings.simplefilter("ignore")
             fit = fit_irls(np.ones((len(y), 1)), y, weights, offset, family)
         return fit.extra["deviance"]
-    mu = np.full(len(y), np.sum(weights * y) / np.sum(weights))
+    total = np.sum(weights)
+    if total <= 0:
+        return float("nan")
+    mu = np.full(len(y), np.sum(weights * y) / total)
     return family.deviance(y, mu, weights)

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .design import Design, build_design
-from .errors import ModelError
+from .errors import DataError, ModelError
 from .families import Family, get_family
 from .formula import parse_formula
 from .results import GLMResults
@@ -81,6 +81,9 @@ class GLM:
             self.family = get_family(family, link)
         self.design: Design = build_design(parsed, data, family=self.family, weights=weights,
                                            offset=offset, na_action=na_action)
+        if not np.any(self.design.weights > 0):
+            raise DataError("no row has a positive weight: every prior weight is 0, so "
+                            "there is nothing to fit")
         names = [f.name for f in self.design.factors]
         self.prior_sd = _check_prior(prior_sd, names)
         if isinstance(self.family, Family):

@@ -119,8 +119,7 @@ class GLMResults:
         st = {
             "deviance": family.deviance(y, mu, w),
             "null_deviance": null_deviance(y, w, off, family, intercept),
-            "pearson_chi2": float(np.sum(w[pos] * (y[pos] - mu[pos]) ** 2
-                                         / family.variance(mu[pos]))),
+            "pearson_chi2": _pearson_chi2(family, y[pos], mu[pos], w[pos]),
             "scale": float(fit.scale),
             "llf": llf,
             "aic": -2 * llf + 2 * (k + extra_par),
@@ -232,8 +231,9 @@ class GLMResults:
     def resid_pearson(self) -> pd.Series:
         """sqrt(w) (y - mu) / sqrt(V(mu))."""
         y, mu, w = self._train("y"), self._train("mu"), self._train("weights")
-        return self._series(np.sqrt(w) * (y - mu) / np.sqrt(self._family.variance(mu)),
-                            "resid_pearson")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.sqrt(w) * (y - mu) / np.sqrt(self._family.variance(mu))
+        return self._series(r, "resid_pearson")
 
     @property
     def resid_deviance(self) -> pd.Series:
@@ -473,6 +473,14 @@ class GLMResults:
         return (f"<GLMResults {self._family.name}/{self._family.link.name}: "
                 f"{len(self._names)} coefficients, {len(self._effects)} ^ factors, "
                 f"nobs={self.nobs}, deviance={self.deviance:.6g}>")
+
+
+def _pearson_chi2(family: Family, y, mu, w) -> float:
+    """sum w (y - mu)^2 / V(mu); inf (not a RuntimeWarning) if V(mu) = 0 at y != mu."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = w * (y - mu) ** 2 / family.variance(mu)
+    terms[(y == mu)] = 0.0
+    return float(np.sum(terms))
 
 
 def _frozen_effects(e: FactorEffects) -> FactorEffects:

@@ -397,3 +397,8 @@ def test_warnings_point_at_the_callers_line():
         ig.glm("y ~ x", data, family="binomial").fit()
     assert {type(w.message) for w in caught} >= {SeparationWarning, ConvergenceWarning}
     assert all(w.filename == __file__ for w in caught)
+
+
+def test_all_zero_weights_are_rejected_before_fitting():
+    with pytest.raises(DataError, match="positive weight"):
+        ig.glm("y_gauss ~ x1", DATA_FRAME, weights=np.zeros(len(DATA_FRAME)))
