@@ -131,7 +131,16 @@ class GLM:
                                    levels=[f.levels for f in d.factors],
                                    counts=[f.counts for f in d.factors], **options)
         out = dataclasses.replace(out, effects=_label_effects(out.effects, d))
-        return GLMResults.from_fit(out, d, self.family, method="re-encoding Newton")
+        return GLMResults.from_fit(out, d, self.family, method="re-encoding Newton",
+                                   prior_method=self._prior_method(method))
+
+    def _prior_method(self, method: str) -> str:
+        """How tau was chosen, for the summary: given, or the empirical-Bayes criterion."""
+        if not isinstance(self.prior_sd, str):
+            return "given"
+        if self.family.name == "gaussian":
+            return f"{method.upper()} estimate"
+        return "Laplace estimate"          # glmer(nAGQ = 0)'s criterion
 
 
 def _label_effects(effects, design: Design):

@@ -101,8 +101,11 @@ class GLMResults:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_fit(cls, fit: FitOutput, design, family: Family | str, *,
-                 method: str = "IRLS") -> "GLMResults":
-        """Results from a solver's FitOutput and the Design it was fitted on."""
+                 method: str = "IRLS", prior_method: str | None = None) -> "GLMResults":
+        """Results from a solver's FitOutput and the Design it was fitted on.
+
+        ``method`` and ``prior_method`` (how the prior sds were chosen) are shown in the
+        summary header."""
         from .irls import null_deviance
 
         family = get_family(family)
@@ -134,6 +137,8 @@ class GLMResults:
             "rank": p,
             "method": method,
         }
+        if prior_method is not None:
+            st["prior_method"] = prior_method
         training = {"y": y, "mu": mu, "eta": eta, "weights": w, "offset": off,
                     "row_labels": np.asarray(design.row_labels)}
         return cls(params=fit.beta, cov=fit.cov_beta, column_names=design.column_names,
@@ -349,7 +354,8 @@ class GLMResults:
                           tau_estimated=f["tau_estimated"])
             for k, f in enumerate(meta["factors"]))
         p = len(meta["params"])
-        stats = {k: (float(v) if isinstance(v, str) and k != "method" else v)
+        stats = {k: (float(v) if isinstance(v, str) and k not in ("method", "prior_method")
+                     else v)
                  for k, v in meta["stats"].items()}      # "nan"/"inf" strings back to floats
         return cls(params=np.array(meta["params"], dtype=np.float64),
                    cov=np.array(meta["cov"], dtype=np.float64).reshape(p, p),
@@ -393,6 +399,8 @@ class GLMResults:
                 ("No. Iterations:", str(self.n_iter)),
                 ("Converged:", "yes" if self.converged else "NO"),
                 ("Covariance Type:", "nonrobust")]
+        if "prior_method" in self._stats:
+            left.append(("Prior sd:", self._stats["prior_method"]))
         if fam.name == "binomial" and self._spec is not None:
             info = self._spec.response_info
             if "success" in info:

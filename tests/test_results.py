@@ -3,6 +3,7 @@ unseen levels, immutability, summary sections, and save/load round trips."""
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -209,3 +210,12 @@ def test_round_trip_with_the_solver(tmp_path):
         b = loaded.predict(new)
     pd.testing.assert_series_equal(a, b, check_exact=True)
     assert loaded.last_unseen == {"UserID": 2, "MovieID": 0}
+
+
+def test_summary_states_how_tau_was_chosen():
+    sim = ig.make_ratings(300, 20, 10, kind="gaussian", seed=4)
+    res = ig.glm("y ~ age + ^UserID", sim.data).fit()
+    assert re.search(r"Prior sd:\s+REML estimate", str(res.summary()))
+    res = ig.glm("y ~ age + ^UserID", sim.data, prior_sd=0.3).fit()
+    assert re.search(r"Prior sd:\s+given", str(res.summary()))
+    assert "prior sd tau = 0.3 (given)" in str(res.summary())
