@@ -219,3 +219,20 @@ def test_summary_states_how_tau_was_chosen():
     res = ig.glm("y ~ age + ^UserID", sim.data, prior_sd=0.3).fit()
     assert re.search(r"Prior sd:\s+given", str(res.summary()))
     assert "prior sd tau = 0.3 (given)" in str(res.summary())
+
+
+def test_load_refuses_pickles_newer_formats_and_missing_arrays(tmp_path, hat_results):
+    res, _, _ = hat_results
+    save(res, tmp_path / "m.json")
+    meta = json.loads((tmp_path / "m.json").read_text())
+    # an object array in the .npz would need unpickling: refused
+    np.savez(tmp_path / "m.npz", counts_0=np.array([object()], dtype=object))
+    with pytest.raises(DataError, match="plain-array"):
+        load(tmp_path / "m.json")
+    (tmp_path / "m.npz").unlink()
+    with pytest.raises(DataError, match="missing"):
+        load(tmp_path / "m.json")
+    meta["format_version"] = 99
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="newer impactglm"):
+        load(tmp_path / "m.json")
