@@ -212,8 +212,8 @@ class LevelProblem:
             gidx[:, k] += self.starts[k]
         self.gidx = gidx
         self.T = int(n_threads or numba.get_num_threads())
-        if n < 20000:
-            self.T = 1
+        if n < 100_000:
+            self.T = 1                   # thread start-up costs more than it saves
         T, Q, p = self.T, self.Q, self.p
         self.accGW = np.empty((T, Q, 2))
         self.accA = np.empty((T, Q))
@@ -465,8 +465,8 @@ def level_schur(prob: LevelProblem, Dd: np.ndarray, include_beta: bool = True):
 
     Parameters are ordered (largest factor 1, rest R = [beta (if include_beta), other
     factors]).  With C = Z1'W Z_R (sparse, from the stored weights) the Schur complement
-    is S = H_RR - C' D1^-1 C (dense, small).  Returns (S, D1, C, rest_idx) -- or (S, D1)
-    when include_beta is False -- or None when R has more than EXACT_DENSE_LIMIT columns.
+    is S = H_RR - C' D1^-1 C (dense, small).  Returns (S, D1, C, rest_idx), or None when R
+    has more than EXACT_DENSE_LIMIT columns.
     """
     import scipy.sparse as sp
     n = prob.n
@@ -501,17 +501,24 @@ def level_schur(prob: LevelProblem, Dd: np.ndarray, include_beta: bool = True):
     H_RR[np.arange(p, s), np.arange(p, s)] = Dd[rest_idx]
     S = H_RR - (C.T @ sp.diags(1.0 / D1) @ C).toarray()
     S = 0.5 * (S + S.T)
-    if not include_beta:
-        return S, D1
     return S, D1, C, rest_idx
 
 
 def _posterior_exact(prob: LevelProblem, Dd: np.ndarray, S, D1, C, rest_idx):
-    """Exact diag(H^-1) and beta block from :func:`level_schur`: H^-1 restricted to R is
-    S^-1 and, for a level l of the largest factor, [H^-1]_ll = 1/D1_l + c_l' S^-1 c_l / D1_l^2
-    with c_l the l-th row of C."""
-    p = prob.p
+    """Exact beta block and level variances from :func:`level_schur`."""
+    Sinv, var = schur_inverse_diag(prob, S, D1, C, rest_idx)
+    p = S.shape[0] - rest_idx.size
+    return Sinv[:p, :p].copy(), np.sqrt(np.maximum(var, 0.0)), True
+
+
+def schur_inverse_diag(prob: LevelProblem, S, D1, C, rest_idx):
+    """(S^-1, diag of H^-1 over every level) from :func:`level_schur`.
+
+    H^-1 restricted to R is S^-1 and, for a level l of the largest factor,
+    [H^-1]_ll = 1/D1_l + c_l' S^-1 c_l / D1_l^2 with c_l the l-th row of C.
+    """
     k1 = int(np.argmax(prob.q))
+    p = S.shape[0] - rest_idx.size
     Sinv = linalg.inv(S)
     Sinv = 0.5 * (Sinv + Sinv.T)
     var = np.empty(prob.Q)
@@ -523,7 +530,7 @@ def _posterior_exact(prob: LevelProblem, Dd: np.ndarray, S, D1, C, rest_idx):
         Cb = C[lo:lo + step]
         corr[lo:lo + step] = np.asarray(Cb.multiply(Cb @ Sinv).sum(axis=1)).ravel()
     var[prob.starts[k1]:prob.starts[k1 + 1]] = 1.0 / D1 + corr / D1 ** 2
-    return Sinv[:p, :p].copy(), np.sqrt(np.maximum(var, 0.0)), True
+    return Sinv, var
 
 
 def _solve_levels(prob: LevelProblem, rhs: np.ndarray, lam_l: np.ndarray, Dd: np.ndarray,

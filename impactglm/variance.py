@@ -23,10 +23,13 @@ block is eliminated and the small Schur complement is factored densely); for lar
 crossed factors it uses the diagonal sum_l log D_ll (an upper bound by Hadamard's
 inequality; it neglects the cross-factor terms of Z'WZ: documented approximation).
 
-Search: first the fixed point tau_k^2 = ||a_k||^2 / edf_k, edf_k = sum_l W_l/(W_l + 1/tau_k^2)
-(the stationarity condition of c with W held at the mode), interleaved with the
-mode iterations; then c itself is minimised over log tau (bounded Brent for one
-factor, Nelder-Mead for several), each evaluation a warm-started mode solve.
+Search: first the fixed point tau_k^2 = ||a_k||^2 / edf_k, edf_k = q_k - sum_{l in k}
+[D^-1]_ll / tau_k^2 (the stationarity condition of c with W held at the mode; [D^-1]_ll
+exact where log det D is, else 1/D_ll), interleaved with the mode iterations.  Then c
+itself is minimised over log tau, each evaluation a warm-started mode solve: bounded
+Brent for one factor; Nelder-Mead for several factors when n <= POLISH_MAX_ROWS.  For
+larger crossed designs the fixed point is the estimate (it differs from the minimiser of
+c only through the dependence of W on the mode; documented approximation).
 """
 from __future__ import annotations
 
@@ -98,7 +101,7 @@ def log_det_levels(prob, W: np.ndarray, lam_l: np.ndarray) -> tuple[float, bool]
     parts = level_schur(prob, Dd, include_beta=False)
     if parts is None:
         return float(np.sum(np.log(Dd))), False
-    S, D1 = parts
+    S, D1 = parts[0], parts[1]
     c = linalg.cho_factor(S, lower=True)
     return float(np.sum(np.log(D1)) + 2.0 * np.sum(np.log(np.diag(c[0])))), True
 
@@ -110,35 +113,60 @@ def laplace_criterion(prob, st, lam_l: np.ndarray) -> float:
     return float(st.dev + np.dot(lam_l * st.a, st.a) + log_tau2 + ld)
 
 
+def level_variances(prob, W: np.ndarray, lam_l: np.ndarray) -> np.ndarray:
+    """diag(D^-1) for the level block D = Z'WZ + diag(lam): exact for one factor and for
+    small crossed designs (:func:`impactglm.solver.level_schur`), else 1/D_ll."""
+    Dd = W + lam_l
+    if prob.K > 1:
+        from .solver import level_schur, schur_inverse_diag
+        parts = level_schur(prob, Dd, include_beta=False)
+        if parts is not None:
+            return schur_inverse_diag(prob, *parts)[1]
+    return 1.0 / Dd
+
+
+def _fixed_point_update(prob, st, lam_l: np.ndarray) -> np.ndarray:
+    """tau_k^2 = ||a_k||^2 / edf_k with edf_k = q_k - lam_k sum_{l in k} [D^-1]_ll.
+
+    This is the stationarity condition dc/dtau_k^2 = 0 with W held at the mode
+    (d log det D / d lam_k = sum_{l in k} [D^-1]_ll); for one factor edf_k =
+    sum_l W_l / (W_l + lam_k).
+    """
+    v = level_variances(prob, st.W, lam_l)
+    new = np.empty(prob.K)
+    for k in range(prob.K):
+        sl = slice(prob.starts[k], prob.starts[k + 1])
+        lam = lam_l[sl][0] if sl.stop > sl.start else 1.0
+        edf = float(prob.q[k]) - lam * float(np.sum(v[sl]))
+        ss = float(np.dot(st.a[sl], st.a[sl]))
+        new[k] = math.sqrt(ss / edf) if edf > 1e-12 and ss > 0 else math.exp(_LOG_TAU_BOUNDS[0])
+    return np.clip(new, math.exp(_LOG_TAU_BOUNDS[0]), math.exp(_LOG_TAU_BOUNDS[1]))
+
+
+POLISH_MAX_ROWS = 200_000       # crossed factors: minimise c exactly only up to this many rows
+
+
 def _glmm_laplace(prob, *, tol: float, verbose: bool, polish: bool) -> TauEstimate:
-    from .solver import newton_loop, solve_mode, _start, State
+    from .solver import newton_loop, _start
     K = prob.K
     taus = np.full(K, 0.5)
     lam_l = prob.expand(1.0 / taus ** 2)
     st = _start(prob, list(taus), 1.0)
     n_eval = 0
-    # 1. fixed point tau^2 = ||a||^2 / edf interleaved with loose mode solves
-    for it in range(200):
+    # 1. fixed point interleaved with mode iterations (two Newton iterations per update)
+    for it in range(500):
         st.G = None
         st.log = []
-        st = newton_loop(prob, st, lam_l, 1.0, tol=max(tol, 1e-6), maxiter=3)
+        st = newton_loop(prob, st, lam_l, 1.0, tol=tol, maxiter=2)
         n_eval += 1
-        new = np.empty(K)
-        for k in range(K):
-            sl = slice(prob.starts[k], prob.starts[k + 1])
-            W = st.W[sl]
-            edf = float(np.sum(W / (W + lam_l[sl])))
-            ss = float(np.dot(st.a[sl], st.a[sl]))
-            new[k] = math.sqrt(ss / edf) if edf > 0 and ss > 0 else 1e-4
-        new = np.clip(new, math.exp(_LOG_TAU_BOUNDS[0]), math.exp(_LOG_TAU_BOUNDS[1]))
+        new = _fixed_point_update(prob, st, lam_l)
         change = float(np.max(np.abs(np.log(new / taus))))
         taus = new
         lam_l = prob.expand(1.0 / taus ** 2)
         if verbose:
             print(f"tau fixed point {it}: {np.array2string(taus, precision=6)} (change {change:.2e})")
-        if change < 1e-5:
+        if change < 1e-6 and st.converged:
             break
-    cache = {}
 
     def crit(log_taus: np.ndarray) -> float:
         nonlocal st, n_eval
@@ -149,25 +177,22 @@ def _glmm_laplace(prob, *, tol: float, verbose: bool, polish: bool) -> TauEstima
         st = newton_loop(prob, st, lam, 1.0, tol=tol, maxiter=200)
         n_eval += 1
         val = laplace_criterion(prob, st, lam)
-        cache[tuple(np.round(log_taus, 12))] = val
         if verbose:
             print(f"laplace criterion {val:.10f} at tau = {np.array2string(t, precision=6)}")
         return val
 
-    x0 = np.log(taus)
-    if polish:
+    x = np.log(taus)
+    if polish and (K == 1 or prob.n <= POLISH_MAX_ROWS):
         if K == 1:
-            lo, hi = max(x0[0] - 0.7, _LOG_TAU_BOUNDS[0]), min(x0[0] + 0.7, _LOG_TAU_BOUNDS[1])
+            lo, hi = max(x[0] - 0.2, _LOG_TAU_BOUNDS[0]), min(x[0] + 0.2, _LOG_TAU_BOUNDS[1])
             res = optimize.minimize_scalar(lambda v: crit(np.array([v])), bounds=(lo, hi),
-                                           method="bounded", options={"xatol": 1e-7})
+                                           method="bounded", options={"xatol": 1e-6})
             x = np.array([res.x])
         else:
-            res = optimize.minimize(crit, x0, method="Nelder-Mead",
-                                    options={"xatol": 1e-5, "fatol": 1e-9, "maxfev": 200,
-                                             "initial_simplex": np.vstack([x0, x0 + 0.05 * np.eye(K)])})
+            res = optimize.minimize(crit, x, method="Nelder-Mead",
+                                    options={"xatol": 1e-4, "fatol": 1e-7, "maxfev": 60,
+                                             "initial_simplex": np.vstack([x, x + 0.01 * np.eye(K)])})
             x = res.x
-    else:
-        x = x0
     value = crit(x)
     taus = np.exp(x)
     for k in range(K):
