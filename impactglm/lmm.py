@@ -132,16 +132,19 @@ class LMM:
         with blas_threads(self.problem.N):
             return self.problem.criterion(np.asarray(theta, dtype=float), reml)
 
-    def fit(self, reml: bool = True, *, start=None, method: str = "auto",
+    def fit(self, reml: bool = True, *, start=None, method: str = "auto", tol: float = 1e-13,
             maxiter: int = 2000, verbose: bool = False) -> LMMResults:
         """Fit by REML (default) or ML; returns an immutable :class:`LMMResults`.
 
-        ``start``: theta to start from (default lme4's: T_k = I); ``method``: "auto"
-        (scipy's COBYQA, a bound-constrained trust-region method like lme4's BOBYQA),
-        "L-BFGS-B" or any bounded scipy method name.
+        ``start``: theta to start from (default: moment estimates for random intercepts,
+        T_k = I otherwise; "lme4": T_k = I everywhere).  ``method``: "auto" (bounded
+        quasi-Newton on the analytic gradient of the profiled criterion, L-BFGS-B as
+        fallback), "gradient" (L-BFGS-B), "cobyqa" (scipy's derivative-free trust-region
+        method, like lme4's BOBYQA), "L-BFGS-B" (finite differences) or any bounded
+        scipy method name.  ``tol``: relative tolerance on the criterion.
         """
         fit = fit_lmm_arrays(self.X, self.y, self.blocks, self.weights, reml, start=start,
-                             method=method, maxiter=maxiter, verbose=verbose,
+                             method=method, tol=tol, maxiter=maxiter, verbose=verbose,
                              problem=self.problem)
         if not fit.converged:
             warnings.warn(f"the optimiser over theta did not converge ({fit.message}); "

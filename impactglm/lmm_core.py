@@ -703,7 +703,7 @@ class LMMFit:
 
 
 def optimize_theta(problem: LMMProblem, reml: bool = True, start: np.ndarray | None = None,
-                   method: str = "auto", tol: float = 1e-15, maxiter: int = 2000,
+                   method: str = "auto", tol: float = 1e-13, maxiter: int = 2000,
                    verbose: bool = False):
     """Minimise the profiled criterion over theta subject to diag(T_k) >= 0.
 
@@ -740,7 +740,8 @@ def optimize_theta(problem: LMMProblem, reml: bool = True, start: np.ndarray | N
                 print(f"{len(rows):4d} {val: .10f} {np.array2string(x, precision=6)}")
             return val, grad
         try:
-            xq, fq, ok, msg, _ = quasi_newton(fg_newton, x0, lower, maxiter=min(maxiter, 200))
+            xq, fq, ok, msg, _ = quasi_newton(fg_newton, x0, lower, maxiter=min(maxiter, 200),
+                                              rtol=tol)
         except np.linalg.LinAlgError as e:
             xq, fq, ok, msg = x0, math.nan, False, str(e)
         res = optimize.OptimizeResult(x=xq, fun=fq, success=ok, message=msg)
@@ -765,7 +766,7 @@ def optimize_theta(problem: LMMProblem, reml: bool = True, start: np.ndarray | N
             return val, grad
 
         res = optimize.minimize(fg_kept, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                                options={"maxiter": maxiter, "ftol": 1e-13, "gtol": 1e-5,
+                                options={"maxiter": maxiter, "ftol": tol, "gtol": 1e-5,
                                          "maxcor": 20})
         if not res.success and "grad" in last:
             # the line search failed at the rounding level of the criterion: accept when
@@ -913,7 +914,7 @@ def fit_lmm_arrays(X: np.ndarray, y: np.ndarray, blocks: Sequence[Any],
                    weights: np.ndarray | None = None, reml: bool = True, *,
                    offset: np.ndarray | None = None,
                    start: np.ndarray | str | None = None, method: str = "auto",
-                   tol: float = 1e-15, maxiter: int = 2000, verbose: bool = False,
+                   tol: float = 1e-13, maxiter: int = 2000, verbose: bool = False,
                    problem: LMMProblem | None = None) -> LMMFit:
     """Fit a linear mixed model by REML or ML from arrays (what the Gaussian ^ path calls).
 
@@ -931,6 +932,8 @@ def fit_lmm_arrays(X: np.ndarray, y: np.ndarray, blocks: Sequence[Any],
     start : theta to start from; None: moment estimates ("lme4": T_k = I).
     method : "auto" (quasi-Newton on the analytic gradient, L-BFGS-B fallback),
         "gradient" (L-BFGS-B), "cobyqa" (derivative-free), "L-BFGS-B" (finite differences).
+    tol : relative tolerance on the criterion (quasi-Newton: Newton decrement <=
+        tol x max(1, |criterion|); L-BFGS-B: ftol).
 
     Returns an :class:`LMMFit`: ``theta`` (ordered as ``blocks``; for a random
     intercept theta_k = tau_k / sigma), ``beta``, ``cov_beta`` = sigma^2 (R_X'R_X)^-1,
