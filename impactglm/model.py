@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .design import Design, build_design
-from .errors import DataError, ModelError
+from .errors import DataError, ImpactGLMWarning, ModelError
 from .families import Family, get_family
 from .formula import parse_formula
+from .irls import user_stacklevel
 from .results import GLMResults
 
 __all__ = ["glm", "GLM"]
@@ -89,6 +91,8 @@ class GLM:
         if isinstance(self.family, Family):
             self.family.check_response(self.design.y, self.design.spec.response,
                                        row_labels=self.design.row_labels)
+            if self.family.name == "binomial":
+                _warn_non_integer_successes(self.design)
 
     def __repr__(self) -> str:
         fam = self.family if isinstance(self.family, str) else repr(self.family)
@@ -141,6 +145,20 @@ class GLM:
         if self.family.name == "gaussian":
             return f"{method.upper()} estimate"
         return "Laplace estimate"          # glmer(nAGQ = 0)'s criterion
+
+
+def _warn_non_integer_successes(design: Design) -> None:
+    """R's binomial()$initialize warns when weights x proportion is not a whole number."""
+    m = design.weights * design.y
+    bad = np.abs(m - np.round(m)) > 1e-3
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        row = design.row_labels[i]
+        row = row.item() if isinstance(row, np.generic) else row
+        warnings.warn(f"non-integer numbers of successes (weight x response) in a binomial "
+                      f"model, e.g. row {row!r}: {m[i]:.4g}; the likelihood, "
+                      "AIC and BIC assume whole counts (give the numbers of trials as weights)",
+                      ImpactGLMWarning, stacklevel=user_stacklevel())
 
 
 def _label_effects(effects, design: Design):

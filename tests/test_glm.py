@@ -402,3 +402,12 @@ def test_warnings_point_at_the_callers_line():
 def test_all_zero_weights_are_rejected_before_fitting():
     with pytest.raises(DataError, match="positive weight"):
         ig.glm("y_gauss ~ x1", DATA_FRAME, weights=np.zeros(len(DATA_FRAME)))
+
+
+def test_non_integer_successes_warn_as_r():
+    data = DATA_FRAME.assign(p=DATA_FRAME["prop"])
+    with pytest.warns(ig.errors.ImpactGLMWarning, match="non-integer numbers of successes"):
+        ig.glm("p ~ x1", data, family="binomial")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ig.glm("p ~ x1", data, family="binomial", weights="trials")
