@@ -752,7 +752,7 @@ def _check_finite(frame: pd.DataFrame, columns: Sequence[str]) -> None:
     """An infinite value in a numeric column the model uses is an error (as in R's glm)."""
     for col in columns:
         s = frame[col]
-        if _is_numeric(s) and not pd.api.types.is_bool_dtype(s.dtype):
+        if pd.api.types.is_float_dtype(s.dtype):            # only floats can be infinite
             a = s.to_numpy(dtype=np.float64, na_value=np.nan)
             bad = np.isinf(a)
             if bad.any():
