@@ -713,9 +713,9 @@ def _vector_argument(arg, frame: pd.DataFrame, what: str):
         values = frame[arg]
         if not _is_numeric(values):
             raise DataError(f"the {what} column {arg!r} must be numeric, not {values.dtype}")
-        return values.to_numpy(dtype=np.float64, na_value=np.nan), arg, "column"
+        return values.to_numpy(dtype=np.float64, na_value=np.nan, copy=True), arg, "column"
     try:
-        values = np.asarray(arg, dtype=np.float64)
+        values = np.array(arg, dtype=np.float64)  # a copy: never share the caller's array
     except (TypeError, ValueError):
         raise DataError(f"the {what} must be a column name or an array of numbers") from None
     if values.ndim != 1 or len(values) != len(frame):
@@ -973,7 +973,7 @@ def _encode_response(values: pd.Series, family: str, name: str, labels: pd.Index
     if not _is_numeric(values):
         raise DataError(f"the response {name!r} holds {values.dtype} values; the {family} family "
                         "needs numbers")
-    y = values.to_numpy(dtype=np.float64)
+    y = values.to_numpy(dtype=np.float64, copy=True)
     _check_range(y, family, name, labels)
     return y, {"kind": "numeric"}, None
 
@@ -981,10 +981,10 @@ def _encode_response(values: pd.Series, family: str, name: str, labels: pd.Index
 def _encode_binomial(values: pd.Series, name: str, labels: pd.Index):
     dtype = values.dtype
     if pd.api.types.is_bool_dtype(dtype):
-        return values.to_numpy(dtype=np.float64), {"kind": "boolean", "failure": False,
+        return values.to_numpy(dtype=np.float64, copy=True), {"kind": "boolean", "failure": False,
                                                    "success": True}, None
     if _is_numeric(values):
-        y = values.to_numpy(dtype=np.float64)
+        y = values.to_numpy(dtype=np.float64, copy=True)
         _check_range(y, "binomial", name, labels)
         kind = "binary" if np.all((y == 0) | (y == 1)) else "proportion"
         info = {"kind": kind}
@@ -1414,6 +1414,6 @@ def _encode_new_response(values: pd.Series, spec: ModelSpec, labels: pd.Index) -
         return is_s.astype(np.float64)
     if not _is_numeric(values):
         raise DataError(f"the response {name!r} holds {values.dtype} values; numbers needed")
-    y = values.to_numpy(dtype=np.float64)
+    y = values.to_numpy(dtype=np.float64, copy=True)
     _check_range(y, spec.family, name, labels)
     return y

@@ -468,6 +468,18 @@ def test_caller_data_is_never_modified():
     np.testing.assert_array_equal(w, w_before)
 
 
+def test_design_arrays_are_owned_and_writable():
+    # solvers may work in place: nothing may alias the caller's data or be read-only
+    df = make_data(10)
+    w = df["w"].to_numpy().copy()
+    d = build_design("y ~ x + ^g", df, weights=w, offset="off")
+    for arr, src in ((d.y, df["y"].to_numpy()), (d.weights, w), (d.offset, df["off"].to_numpy()),
+                     (d.X, df["x"].to_numpy())):
+        assert arr.flags.writeable and not np.shares_memory(arr, src)
+    nd = d.spec.transform(df)
+    assert nd.offset.flags.writeable and not np.shares_memory(nd.offset, df["off"].to_numpy())
+
+
 def test_design_is_frozen():
     d = build_design("y ~ x", make_data(10))
     assert isinstance(d, Design)
