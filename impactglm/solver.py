@@ -150,6 +150,7 @@ class State:
     max_grad: float = math.inf
     max_step: float = math.inf
     log: list = field(default_factory=list)
+    t0: float = field(default_factory=time.perf_counter)     # start of the fit (log seconds)
 
 
 class LevelProblem:
@@ -356,7 +357,7 @@ def _certificate(prob: LevelProblem, st: State, lam_l: np.ndarray) -> tuple[floa
 def newton_loop(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: float, *, tol: float,
                 maxiter: int, verbose: bool = False, t0: float | None = None) -> State:
     """Run re-encoding Newton iterations from ``st`` until the certificate <= tol."""
-    t0 = time.perf_counter() if t0 is None else t0
+    t0 = st.t0 if t0 is None else t0
     p, K, starts = prob.p, prob.K, prob.starts
     L = prob.L
     prev = None                        # previous change of a
@@ -364,7 +365,7 @@ def newton_loop(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: float
     if st.G is None:
         prob.evaluate(st, lam_l, inv_phi)
     st.max_grad, st.max_step = _certificate(prob, st, lam_l)
-    _log(st, 0, 1.0, t0, verbose)
+    _log(st, st.n_iter, 1.0, t0, verbose)
     for it in range(1, maxiter + 1):
         if st.max_step <= tol:
             st.converged = True
@@ -448,7 +449,7 @@ def _posterior(prob: LevelProblem, st: State, lam_l: np.ndarray):
     if prob.K == 1:
         DinvB = B / Dd[:, None]
     else:
-        DinvB = np.column_stack([_solve_levels(prob, B[:, j], lam_l, Dd) for j in range(p)])
+        DinvB = np.column_stack([_solve_levels(prob, B[:, j], lam_l, Dd, rtol=1e-8) for j in range(p)])
     S = A - B.T @ DinvB
     S = 0.5 * (S + S.T)
     try:
@@ -582,7 +583,7 @@ def solve_mode(prob: LevelProblem, taus, lam_l: np.ndarray, inv_phi: float, *, t
         st = _start(prob, taus, inv_phi)
     else:
         st = State(beta=start.beta.copy(), a=start.a.copy(), n_passes=start.n_passes,
-                   n_iter=start.n_iter, log=start.log)
+                   n_iter=start.n_iter, log=start.log, t0=start.t0)
     return newton_loop(prob, st, lam_l, inv_phi, tol=tol, maxiter=maxiter, verbose=verbose, t0=t0)
 
 
@@ -671,7 +672,6 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
         phi = 1.0
         if warm is not None:
             warm.G = None
-            warm.log = []
         st = solve_mode(prob, taus_checked, lam_l, 1.0, tol=tol, maxiter=maxiter, verbose=verbose, t0=t0,
                         start=warm)
     if not st.converged:
