@@ -102,6 +102,8 @@ class NewData:
     ``codes`` holds one int32 array per ``^`` factor (-1 for a level the fit never
     saw) and ``unseen`` the number of rows with an unseen level per factor.
     ``random`` holds ``(codes, Z)`` per random block, -1 for unseen levels.
+    ``positions`` are the 0-based positions of the kept rows in the new data (use
+    ``newdata.iloc[positions]`` to line other per-row results up with these arrays).
     """
 
     X: np.ndarray
@@ -113,6 +115,7 @@ class NewData:
     weights: np.ndarray | None = None
     random: tuple = ()
     n_dropped: int = 0
+    positions: np.ndarray | None = None   # positions (0-based) of the kept rows in newdata
 
 
 @dataclass(frozen=True, eq=False)
@@ -1021,11 +1024,16 @@ class _Rows:
     labels: pd.Index
     arrays: dict
     n_dropped: int = 0
+    positions: np.ndarray | None = None
 
     def subset(self, keep: np.ndarray) -> "_Rows":
+        pos = np.arange(len(keep)) if self.positions is None else self.positions
         return _Rows(self.frame[keep].reset_index(drop=True), self.labels[keep],
                      {k: None if a is None else a[keep] for k, a in self.arrays.items()},
-                     self.n_dropped + int((~keep).sum()))
+                     self.n_dropped + int((~keep).sum()), pos[keep])
+
+    def kept_positions(self) -> np.ndarray:
+        return np.arange(len(self.frame)) if self.positions is None else self.positions
 
 
 def _select_rows(frame: pd.DataFrame, used: Sequence[str], numeric: Sequence[str],
@@ -1386,7 +1394,8 @@ def _transform(spec: ModelSpec, newdata, response: bool, offset, na_action: str)
                                         for name, c in zip(spec.factor_names, codes)},
                    y=y, row_labels=np.asarray(rows.labels),
                    weights=None if w_values is None else np.ascontiguousarray(w_values),
-                   random=tuple(_new_random(spec, rows.frame)), n_dropped=rows.n_dropped)
+                   random=tuple(_new_random(spec, rows.frame)), n_dropped=rows.n_dropped,
+                   positions=rows.kept_positions())
 
 
 def _encode_new_response(values: pd.Series, spec: ModelSpec, labels: pd.Index) -> np.ndarray:

@@ -436,6 +436,12 @@ def test_transform_drops_missing_rows():
     new.loc[2, "x"] = np.nan
     nd = d.spec.transform(new)
     assert list(nd.row_labels) == [0, 1, 3, 4, 5] and nd.X.shape[0] == 5 and nd.n_dropped == 1
+    assert list(nd.positions) == [0, 1, 3, 4, 5]
+    new.index = [10, 10, 11, 12, 12, 13]                 # duplicate labels: positions still work
+    new.loc[13, "y"] = np.nan
+    nd = d.spec.transform(new, response=True)
+    assert list(nd.positions) == [0, 1, 3, 4] and list(nd.row_labels) == [10, 10, 12, 12]
+    assert d.spec.transform(new).positions.tolist() == [0, 1, 3, 4, 5]
 
 
 # --------------------------------------------------------------------------- inputs
