@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from . import __version__
 from .errors import (ColumnNotFoundError, DataError, FormulaError, ImpactGLMError,
@@ -471,10 +472,10 @@ def cmd_score(args: argparse.Namespace) -> int:
                       strings_as_categorical=True)
     timer.lap("read")
     with _ticker("scoring", args.quiet):
-        predictions = score_frame(res, data)
+        predictions = score_columns(res, data)
     timer.lap("score")
-    out = _join_unique(predictions, data)
-    write_table(out, args.out, force=args.force)
+    write_table(_output_table(predictions, data), args.out, force=args.force)
+    del predictions
     timer.lap("write")
     print(f"scored {len(data):,} rows of {args.data} -> {args.out}")
     if response in data.columns:
@@ -499,29 +500,57 @@ def _model_formula(res: Any) -> str:
 
 
 def score_frame(res: Any, data: pd.DataFrame) -> pd.DataFrame:
-    """Prediction columns for ``data``: ``prob_<class>`` per class and ``predicted``
-    (multinomial, binomial) or ``predicted_mean`` (other single-eta families)."""
-    classes = _classes(res)
+    """Prediction columns for ``data`` as a DataFrame (see :func:`score_columns`)."""
+    return pd.DataFrame(score_columns(res, data), index=data.index)
+
+
+def score_columns(res: Any, data: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Prediction columns for the rows of ``data``, in output order.
+
+    Multinomial: ``prob_<class>`` for every class, then ``predicted`` (the most likely
+    class, the first on ties as ``predict(which="class")``, computed from the same
+    probabilities rather than by a second pass).  Binomial: ``prob`` (P(success)) and
+    ``predicted`` (the success level when prob >= 0.5).  Other families:
+    ``predicted_mean``.  Rows that the model dropped for missing values get NaN/None.
+    """
     family = _family_of(res)
-    if classes is not None or family == "multinomial":
+    if _classes(res) is not None or family == "multinomial":
         proba = pd.DataFrame(res.predict(data))
         labels = list(proba.columns)
         values = proba.to_numpy(dtype=float)
-        out = pd.DataFrame({f"prob_{_label(c)}": values[:, j] for j, c in enumerate(labels)},
-                           index=proba.index)
-        # the most likely class (first on ties, as predict(which="class")), without a
-        # second pass over the data
-        out["predicted"] = np.asarray(labels)[np.argmax(values, axis=1)]
-        return out.reindex(data.index)        # rows dropped for missing values: empty
+        where = _positions(proba.index, data.index)
+        cols = {f"prob_{_label(c)}": _aligned(values[:, j], where, len(data))
+                for j, c in enumerate(labels)}
+        cols["predicted"] = _aligned(np.asarray(labels)[np.argmax(values, axis=1)], where,
+                                     len(data))
+        return cols
     mean = pd.Series(res.predict(data, which="mean"))
+    where = _positions(mean.index, data.index)
+    mu = _aligned(mean.to_numpy(dtype=float), where, len(data))
     if family == "binomial":
         info = getattr(getattr(res, "spec", None), "response_info", None) or {}
         success, failure = info.get("success", 1), info.get("failure", 0)
         chosen = np.where(mean.to_numpy() >= 0.5, success, failure)
-        out = pd.DataFrame({"prob": mean.to_numpy(), "predicted": chosen}, index=mean.index)
+        return {"prob": mu, "predicted": _aligned(chosen, where, len(data))}
+    return {"predicted_mean": mu}
+
+
+def _positions(labels: pd.Index, index: pd.Index) -> np.ndarray | None:
+    """Positions in ``index`` of the predicted rows (None: all rows, in order)."""
+    if len(labels) == len(index) and labels.equals(index):
+        return None
+    return index.get_indexer(labels)
+
+
+def _aligned(values: np.ndarray, where: np.ndarray | None, n: int) -> np.ndarray:
+    if where is None:
+        return np.ascontiguousarray(values)
+    if values.dtype.kind in "fc":
+        out = np.full(n, np.nan, dtype=values.dtype)
     else:
-        out = pd.DataFrame({"predicted_mean": mean.to_numpy()}, index=mean.index)
-    return out.reindex(data.index)
+        out = np.full(n, None, dtype=object)
+    out[where] = values
+    return out
 
 
 def _label(c: Any) -> str:
@@ -538,11 +567,15 @@ def _family_of(res: Any) -> str:
     return family if isinstance(family, str) else getattr(family, "name", str(family))
 
 
-def _join_unique(predictions: pd.DataFrame, data: pd.DataFrame) -> pd.DataFrame:
-    clash = [c for c in predictions.columns if c in data.columns]
+def _output_table(predictions: dict[str, np.ndarray], data: pd.DataFrame) -> pa.Table:
+    """The prediction columns, then the input columns, as one Arrow table (the float
+    prediction columns are not copied)."""
+    clash = [c for c in predictions if c in data.columns]
     if clash:
         raise DataError(f"the input already has a column {clash[0]!r}; rename it before scoring")
-    return pd.concat([predictions.reset_index(drop=True), data.reset_index(drop=True)], axis=1)
+    columns = [pa.array(v, from_pandas=True) for v in predictions.values()]
+    inputs = pa.Table.from_pandas(data, preserve_index=False)
+    return pa.table(columns + list(inputs.columns), names=list(predictions) + inputs.column_names)
 
 
 def _print_metrics(res: Any, data: pd.DataFrame, label: str) -> None:
@@ -561,8 +594,12 @@ def _format_metrics(metrics: Any) -> str:
                        ("deviance", "deviance"), ("nobs", "rows")):
         value = get(key, None)
         if value is not None and not (label == "log-loss" and any("log-loss" in p for p in parts)):
-            parts.append(f"{label} {value:,.6g}" if isinstance(value, (int, float, np.number))
-                         else f"{label} {value}")
+            if isinstance(value, (int, np.integer)):
+                parts.append(f"{label} {value:,}")
+            elif isinstance(value, (float, np.floating)):
+                parts.append(f"{label} {value:,.6g}")
+            else:
+                parts.append(f"{label} {value}")
     return ", ".join(parts) if parts else str(metrics)
 
 

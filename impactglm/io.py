@@ -604,9 +604,10 @@ def _unlink(p: Path) -> None:
         pass
 
 
-def write_table(df: pd.DataFrame, path: str | os.PathLike, force: bool = False,
+def write_table(df: pd.DataFrame | pa.Table, path: str | os.PathLike, force: bool = False,
                 sep: str | None = None) -> Path:
-    """Write ``df`` (without its index) to CSV/TSV (optionally .gz) or Parquet, atomically.
+    """Write ``df`` (a DataFrame without its index, or an Arrow table) to CSV/TSV
+    (optionally .gz) or Parquet, atomically.
 
     The format follows the extension as in :func:`read_table`.  Text output
     quotes only when some value needs it (contains the separator, a quote or a
@@ -628,13 +629,17 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, force: bool = False,
     return Path(path)
 
 
-def _to_arrow(df: pd.DataFrame) -> pa.Table:
-    if not isinstance(df, pd.DataFrame):
-        raise DataError(f"write_table needs a pandas DataFrame, not {type(df).__name__}")
-    try:
-        table = pa.Table.from_pandas(df, preserve_index=False)
-    except (pa.ArrowException, TypeError, ValueError) as exc:
-        raise DataError(f"cannot convert the table for writing: {_one_line(exc)}") from None
+def _to_arrow(df: pd.DataFrame | pa.Table) -> pa.Table:
+    if isinstance(df, pa.Table):
+        table = df
+    elif not isinstance(df, pd.DataFrame):
+        raise DataError(f"write_table needs a pandas DataFrame or a pyarrow Table, not "
+                        f"{type(df).__name__}")
+    else:
+        try:
+            table = pa.Table.from_pandas(df, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise DataError(f"cannot convert the table for writing: {_one_line(exc)}") from None
     columns = []
     for col in table.columns:  # CSV writers want plain values, not dictionaries
         columns.append(col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col)

@@ -473,3 +473,23 @@ def test_demo_scores_agree_with_the_simulator():
     assert score_probabilities(binary.true_proba(), yb).logloss == pytest.approx(
         binary.oracle_logloss(), rel=1e-12)
     assert demo_sizes(1_000_000) == (6040, 3706)
+
+
+def test_score_rows_with_missing_values_get_empty_predictions(capsys, tmp_path, ratings,
+                                                              fitted, reference):
+    new = ratings.iloc[:40].copy()
+    new.loc[[3, 17], "age"] = np.nan
+    data = tmp_path / "na.csv"
+    write_independently(new, data)
+    code, out, err = run(capsys, "score", "--model", fitted.model, "--data", data,
+                         "--out", tmp_path / "s.csv", "--quiet")
+    assert code == 0, err
+    result = pd.read_csv(tmp_path / "s.csv")
+    assert len(result) == 40
+    missing = result["prob_0.5"].isna().to_numpy()
+    assert missing.tolist() == [i in (3, 17) for i in range(40)]
+    assert result["predicted"].isna().to_numpy().tolist() == missing.tolist()
+    kept = new.drop(index=[3, 17])
+    np.testing.assert_allclose(result.loc[~missing].iloc[:, :10].to_numpy(),
+                               reference.predict(kept).to_numpy(), rtol=1e-9)
+    assert "rows 38" in out

@@ -351,3 +351,10 @@ def test_truncated_gzip_is_a_file_format_error(tmp_path):
     (tmp_path / "cut.csv.gz").write_bytes(whole[: len(whole) // 2])
     with pytest.raises(io.FileFormatError, match="cut.csv.gz"):
         io.read_table(tmp_path / "cut.csv.gz")
+
+
+def test_write_arrow_table(tmp_path):
+    import pyarrow as pa
+    table = pa.table({"p": np.array([0.25, np.nan]), "k": ["a", None]})
+    io.write_table(table, tmp_path / "t.csv")
+    assert (tmp_path / "t.csv").read_text() == "p,k\n0.25,a\nnan,\n"
