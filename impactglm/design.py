@@ -621,6 +621,11 @@ class ModelSpec:
         """The binomial level counted as success (None for other families)."""
         return self.response_info.get("success")
 
+    def __getstate__(self) -> dict:
+        """Copies (copy.deepcopy) leave out the cached Patsy objects (they refuse copying)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_fixed_info",
+                                                                    "_random_infos")}
+
     @cached_property
     def _fixed_info(self) -> DesignInfo:
         return _design_info_from_dict(self.fixed_design)

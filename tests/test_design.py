@@ -361,6 +361,14 @@ def test_spec_roundtrip_transform_is_bit_identical(formula):
     assert json.dumps(spec2.to_dict()) == json.dumps(d.spec.to_dict())
 
 
+def test_spec_can_be_deep_copied_after_use():
+    df = make_data(20)
+    d = build_design("y ~ center(x) + (x | h)", df)
+    d.spec.transform(df)                                  # caches Patsy objects
+    spec2 = copy.deepcopy(d.spec)
+    np.testing.assert_array_equal(spec2.transform(df).X, d.X)
+
+
 def test_transform_unseen_high_cardinality_levels():
     df = make_data(40)
     d = build_design("y ~ x + ^g + ^h", df)
