@@ -408,6 +408,7 @@ class _Loop:
         # reduced Newton step; gradients and the objective are float64)
         self.P = np.empty((prob.n, prob.C), dtype=np.float32)
         self.two_dirs = True
+        self.dir_mode = "prev"
         self.const = _intercept_column(prob.X)
         self.timing = {"level_pass": 0.0, "subspace_pass": 0.0, "tau": 0.0}
         self.rows: list[dict] = []
@@ -460,6 +461,38 @@ class _Loop:
         upper = np.triu(H)
         return upper + np.triu(H, 1).T
 
+    def block_steps(self, Hp, alpha_l, Gpen, gb):
+        """Per factor, the Newton step of (intercept, this factor's effects), others fixed.
+
+        Levels alone: s_l = H_l^{-1} b_l (the Bayesian impact step).  With an intercept
+        column (value x0) the step also accounts for the coupling E_l = x0 D_l[:, 1:]
+        between each level and the class intercepts (D_l the data block):
+
+            S = H_bb - sum_l E_l' H_l^{-1} E_l,   delta_b = S^{-1} (g_b - sum_l E_l' s_l),
+            d_l = s_l - H_l^{-1} E_l delta_b,
+
+        the exact Newton step of a one-factor model (so that one factor converges
+        quadratically), and the direction of factor k otherwise.  Returns the (Q, C)
+        directions and tr(H_l^{-1}) per level.
+        """
+        prob, C = self.prob, self.prob.C
+        if self.const is None:
+            return km.block_solve(Hp, alpha_l, Gpen)
+        x0 = float(prob.X[0, self.const])
+        steps = np.empty_like(Gpen)
+        trinv = np.empty(prob.Q)
+        Hbb = None
+        g_b = gb[self.const, 1:]
+        for k in range(prob.K):
+            sl = prob.slice(k)
+            st, M, tr, S, r = km.block_newton(Hp[sl], alpha_l[sl], Gpen[sl])
+            if Hbb is None:   # every row is in one level of factor 0
+                Hbb = x0 * x0 * km.unpack_blocks(Hp[sl].sum(axis=0, keepdims=True), C)[0][1:, 1:]
+            db = _robust_solve(Hbb - x0 * x0 * S, g_b - x0 * r)
+            steps[sl] = st - x0 * (M @ db)
+            trinv[sl] = tr
+        return steps, trinv
+
     def logpost(self, ll, A, alpha_l):
         return ll - 0.5 * float(np.sum(alpha_l * np.sum(A * A, axis=1)))
 
@@ -468,6 +501,7 @@ class _Loop:
         tstart = time.perf_counter()
         ll, gb, G, Hp = self.pass_a(beta, A)
         prev_step = [None] * prob.K
+        prev2_step = [None] * prob.K
         converged = False
         it = 0
         step_len = np.nan
@@ -497,7 +531,7 @@ class _Loop:
             self.grad_max = gmax
             self._log(it, obj, gmax, step_len, tstart)
             if prob.K:
-                steps, trinv = km.block_solve(Hp, alpha_l, Gpen)
+                steps, trinv = self.block_steps(Hp, alpha_l, Gpen, gb)
             self.Hp, self.trinv = Hp, (trinv if prob.K else np.zeros(0))
             if gmax < self.tol and not tau_moved:
                 converged = True
@@ -508,15 +542,22 @@ class _Loop:
             # directions per factor: impact step, previous step, current effect
             # (the current effect only while tau moves or at the start: a rescaling of
             # the whole factor; otherwise two directions per factor suffice)
-            J = N_DIRS if (tau_moved or it == 1 or not self.two_dirs) else 2
+            use_cur = tau_moved or it == 1 or not self.two_dirs
+            use_prev2 = self.dir_mode == "prev2"
+            J = 2 + use_cur + use_prev2
             D = np.zeros((max(prob.Q, 1), J, C))
             for k in range(prob.K):
                 sl = prob.slice(k)
                 D[sl, 0] = steps[sl]
                 if prev_step[k] is not None:
                     D[sl, 1] = prev_step[k]
-                if J > 2:
-                    D[sl, 2] = A[sl]
+                j = 2
+                if use_prev2:
+                    if prev2_step[k] is not None:
+                        D[sl, j] = prev2_step[k]
+                    j += 1
+                if use_cur:
+                    D[sl, j] = A[sl]
             t = time.perf_counter()
             Hs = self.subspace_information(beta, A, D, Hp)
             self.timing["subspace_pass"] += time.perf_counter() - t
@@ -549,6 +590,7 @@ class _Loop:
                 break
             for k in range(prob.K):
                 sl = prob.slice(k)
+                prev2_step[k] = prev_step[k]
                 prev_step[k] = t * dA[sl]
             beta, A = beta_t, A_t
             ll, gb, G, Hp = ll_t, gb_t, G_t, Hp_t

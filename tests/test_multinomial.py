@@ -201,6 +201,30 @@ def test_block_kernels_match_numpy(C):
     _close(km.block_matvec(Hp, V), km.block_matvec_numpy(Hp, V), KERNEL_RTOL)
 
 
+@pytest.mark.parametrize("Q", [300, 25000])
+def test_block_newton_matches_numpy(Q):
+    rng = np.random.default_rng(Q)
+    C = 4
+    B = rng.normal(size=(Q, C, C))
+    iu, ju = np.triu_indices(C)
+    Hp = np.ascontiguousarray((B @ B.transpose(0, 2, 1))[:, iu, ju])
+    add, G = rng.uniform(0.1, 2.0, Q), rng.normal(size=(Q, C))
+    for a, b in zip(km.block_newton(Hp, add, G), km.block_newton_numpy(Hp, add, G)):
+        _close(a, b, KERNEL_RTOL)
+
+
+def test_one_factor_fit_converges_like_newton():
+    """With one factor the per-level steps with the intercept coupling are Newton's step."""
+    rng = np.random.default_rng(12)
+    n, q, C = 20000, 400, 5
+    codes = rng.integers(0, q, n).astype(np.int32)
+    y = _draw_classes(rng, np.array([0.0, 0.5, 1.0, -0.5, 0.2]) + rng.normal(size=(q, C))[codes] * 0.6)
+    out = fit_multinomial(np.ones((n, 1)), [(codes, q)], y, C, None, None, 0.6, tol=1e-8)
+    g = out.log["max_grad"].to_numpy()
+    assert out.converged and out.n_iter <= 7
+    assert g[-1] < 1e-3 * g[-2] ** 1.5   # superlinear tail
+
+
 def test_block_kernels_parallel_equal_serial(monkeypatch):
     rng = np.random.default_rng(3)
     Q, C = 500, 4

@@ -731,3 +731,114 @@ def block_matvec_numpy(Hp, v):
     """NumPy twin of :func:`block_matvec`."""
     H = unpack_blocks(Hp, v.shape[-1])
     return np.einsum("qcd,qd->qc", H, v) if v.ndim == 2 else np.einsum("qcd,qjd->qjc", H, v)
+
+
+@njit(cache=True)
+def _block_newton_range(Hp, add, G, steps, M, trinv, S, r, lo, hi):
+    """Levels lo..hi-1 of :func:`block_newton` (serial); S, r accumulate."""
+    C = G.shape[1]
+    L = np.empty((C, C))
+    D = np.empty((C, C))
+    v = np.empty(C)
+    x = np.empty(C)
+    e = np.empty(C)
+    for q in range(lo, hi):
+        j = 0
+        for c in range(C):
+            for d in range(c, C):
+                D[c, d] = Hp[q, j]
+                D[d, c] = Hp[q, j]
+                L[d, c] = Hp[q, j]
+                j += 1
+            L[c, c] += add[q]
+        if not _cholesky_lower(L, C):
+            for c in range(C):
+                steps[q, c] = np.nan
+            trinv[q] = np.nan
+            continue
+        for col in range(C):                   # col 0: the step H^-1 G; col c: H^-1 D[:, c]
+            for c in range(C):
+                s = G[q, c] if col == 0 else D[c, col]
+                for k in range(c):
+                    s -= L[c, k] * v[k]
+                v[c] = s / L[c, c]
+            for c in range(C - 1, -1, -1):
+                s = v[c]
+                for k in range(c + 1, C):
+                    s -= L[k, c] * x[k]
+                x[c] = s / L[c, c]
+            if col == 0:
+                for c in range(C):
+                    steps[q, c] = x[c]
+                for a in range(1, C):
+                    s = 0.0
+                    for c in range(C):
+                        s += D[a, c] * x[c]
+                    r[a - 1] += s
+            else:
+                for c in range(C):
+                    M[q, c, col - 1] = x[c]
+                for a in range(1, C):
+                    s = 0.0
+                    for c in range(C):
+                        s += D[a, c] * x[c]
+                    S[a - 1, col - 1] += s
+        tr = 0.0
+        for col in range(C):
+            for c in range(col, C):
+                s = 1.0 if c == col else 0.0
+                for k in range(col, c):
+                    s -= L[c, k] * e[k]
+                e[c] = s / L[c, c]
+                tr += e[c] * e[c]
+        trinv[q] = tr
+
+
+@njit(parallel=True, cache=True)
+def _block_newton_par(Hp, add, G, steps, M, trinv, S_t, r_t, T):
+    Q = G.shape[0]
+    for t in prange(T):
+        S_t[t] = 0.0
+        r_t[t] = 0.0
+        _block_newton_range(Hp, add, G, steps, M, trinv, S_t[t], r_t[t], t * Q // T, (t + 1) * Q // T)
+
+
+def block_newton(Hp: np.ndarray, add: np.ndarray, G: np.ndarray):
+    """Per-level Newton pieces with the coupling to the class intercepts.
+
+    With D_q the data block (packed ``Hp``), H_q = D_q + add_q I and E_q = D_q[:, 1:]
+    (the block's coupling to an intercept of classes 1..C-1), returns
+
+        steps[q] = H_q^{-1} G_q,  M[q] = H_q^{-1} E_q  (C x (C-1)),  tr(H_q^{-1}),
+        S = sum_q E_q' H_q^{-1} E_q,   r = sum_q E_q' H_q^{-1} G_q,
+
+    from which the Newton step of (intercept, this factor's effects) follows by a
+    Schur complement (see :mod:`impactglm.multinomial`).
+    """
+    Q, C = G.shape
+    steps = np.empty((Q, C))
+    M = np.empty((Q, C, C - 1))
+    trinv = np.empty(Q)
+    add = np.ascontiguousarray(add, dtype=np.float64)
+    G = np.ascontiguousarray(G, dtype=np.float64)
+    T = _level_threads(Q)
+    S_t = np.zeros((T, C - 1, C - 1))
+    r_t = np.zeros((T, C - 1))
+    if T == 1:
+        _block_newton_range(Hp, add, G, steps, M, trinv, S_t[0], r_t[0], 0, Q)
+    else:
+        _block_newton_par(Hp, add, G, steps, M, trinv, S_t, r_t, T)
+    return steps, M, trinv, S_t.sum(axis=0), r_t.sum(axis=0)
+
+
+def block_newton_numpy(Hp, add, G):
+    """NumPy twin of :func:`block_newton`."""
+    C = G.shape[1]
+    D = unpack_blocks(Hp, C)
+    Hinv = np.linalg.inv(D + add[:, None, None] * np.eye(C)[None])
+    E = D[:, :, 1:]
+    steps = np.einsum("qcd,qd->qc", Hinv, G)
+    M = np.einsum("qcd,qde->qce", Hinv, E)
+    S = np.einsum("qca,qcb->ab", E, M)
+    r = np.einsum("qca,qc->a", E, steps)
+    return steps, M, np.trace(Hinv, axis1=1, axis2=2), S, r
