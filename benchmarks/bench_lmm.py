@@ -163,19 +163,19 @@ def row(model: str, tool: str, r: dict | None) -> list[str]:
              "ml10m": "MovieLens-shaped 10M (1|user)+(1|movie)",
              "ml100k_single": "MovieLens-shaped 100k (1|user)"}[model]
     if r is None:
-        return [label, "", "", tool, "not run", "", "", "", ""]
+        return [label, "", "", tool, "not run", "", "", "", "", ""]
     if "note" in r:
-        return [label, "", "", tool, "n/a: " + r["note"], "", "", "", ""]
+        return [label, "", "", tool, "n/a: " + r["note"], "", "", "", "", ""]
     if "error" in r:
-        return [label, "", "", tool, "failed: " + r["error"][:60], "", "", "", ""]
+        return [label, "", "", tool, "failed: " + r["error"][:60], "", "", "", "", ""]
     return [label, f"{r['rows']:,}", r["levels"], tool, f"{r['seconds']:.2f}", f"{r['cpu_s']:.2f}",
             f"{r['peak_mb']:.0f}", ", ".join(f"{t:.6f}" for t in r["theta"]),
-            f"{r['criterion']:.4f}"]
+            f"{r['criterion']:.4f}", "" if r.get("evals") is None else str(r["evals"])]
 
 
 def print_table(rows: list[list[str]]) -> None:
     head = ["model", "rows", "levels", "tool", "seconds", "cpu_s", "peak RSS MB", "theta",
-            "REML criterion"]
+            "REML criterion", "evals"]
     widths = [max(len(str(x[i])) for x in rows + [head]) for i in range(len(head))]
     line = " | ".join(h.ljust(w) for h, w in zip(head, widths))
     print(line)
@@ -202,7 +202,7 @@ def main(argv=None) -> None:
     lme4 = None if args.skip_r else run_lme4("insteval")
     if lme4 is None:
         rows.append(["InstEval y~service+(1|s)+(1|d)", "73,421", "2972 x 1128", "lme4 (reference)",
-                     LME4_INSTEVAL_REFERENCE, "", "", "", ""])
+                     LME4_INSTEVAL_REFERENCE, "", "", "", "", ""])
     else:
         rows.append(row("insteval", "lme4 1.1 (R)", lme4))
     rows.append(row("insteval", "statsmodels", {"note": "no crossed random effects"}))
