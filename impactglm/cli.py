@@ -40,7 +40,7 @@ from .errors import (ColumnNotFoundError, DataError, FormulaError, ImpactGLMErro
                      UnseenLevelWarning)
 from .formula import parse_formula
 from .io import (OutputExistsError, check_input, check_writable, columns_in_formula,
-                 file_columns, read_table, write_table)
+                 file_columns, read_table, table_writer, write_table)
 
 PROG = "impactglm"
 FAMILIES = ("multinomial", "binomial", "gaussian", "poisson", "gamma")
@@ -471,15 +471,26 @@ def cmd_score(args: argparse.Namespace) -> int:
     data = read_table(args.data, sep=args.sep, categorical=factors, progress=not args.quiet,
                       strings_as_categorical=True)
     timer.lap("read")
-    with _ticker("scoring", args.quiet):
-        predictions = score_columns(res, data)
+    has_outcome = response in data.columns
+    inputs = pa.Table.from_pandas(data, preserve_index=False)
+    metrics, unseen = [], {}
+    with _progress_rows("scoring", len(data), args.quiet) as advance, \
+            table_writer(args.out, force=args.force, sep=None, quote_like=inputs) as write, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnseenLevelWarning)    # summed over chunks below
+        for start in range(0, len(data), SCORE_CHUNK):
+            part = data.iloc[start:start + SCORE_CHUNK]
+            write(_output_table(score_columns(res, part), inputs.slice(start, len(part))))
+            for name, count in (getattr(res, "last_unseen", None) or {}).items():
+                unseen[name] = unseen.get(name, 0) + int(count)
+            if has_outcome:
+                metrics.append(_evaluate(res, part))
+            advance(len(part))
     timer.lap("score")
-    write_table(_output_table(predictions, data), args.out, force=args.force)
-    del predictions
-    timer.lap("write")
+    _warn_unseen(unseen)
     print(f"scored {len(data):,} rows of {args.data} -> {args.out}")
-    if response in data.columns:
-        _print_metrics(res, data, f"on {args.data}")
+    if metrics:
+        print(f"on {args.data}: {_format_metrics(_combine_metrics(metrics))}")
     _note(args, f"times: {timer.format()}")
     return 0
 
@@ -567,24 +578,63 @@ def _family_of(res: Any) -> str:
     return family if isinstance(family, str) else getattr(family, "name", str(family))
 
 
-def _output_table(predictions: dict[str, np.ndarray], data: pd.DataFrame) -> pa.Table:
+def _output_table(predictions: dict[str, np.ndarray], inputs: pa.Table) -> pa.Table:
     """The prediction columns, then the input columns, as one Arrow table (the float
     prediction columns are not copied)."""
-    clash = [c for c in predictions if c in data.columns]
+    clash = [c for c in predictions if c in inputs.column_names]
     if clash:
         raise DataError(f"the input already has a column {clash[0]!r}; rename it before scoring")
     columns = [pa.array(v, from_pandas=True) for v in predictions.values()]
-    inputs = pa.Table.from_pandas(data, preserve_index=False)
     return pa.table(columns + list(inputs.columns), names=list(predictions) + inputs.column_names)
 
 
-def _print_metrics(res: Any, data: pd.DataFrame, label: str) -> None:
+SCORE_CHUNK = 1_000_000   # rows scored at a time: bounds the memory of the (n, C) arrays
+
+
+def _evaluate(res: Any, data: pd.DataFrame) -> dict:
+    """evaluate(res, data) as a dict of the additive pieces _combine_metrics needs."""
     from .evaluate import evaluate
 
-    with warnings.catch_warnings():      # unseen levels were reported by the scoring
-        warnings.simplefilter("ignore", UnseenLevelWarning)
-        metrics = evaluate(res, data)
-    print(f"{label}: {_format_metrics(metrics)}")
+    m = evaluate(res, data)
+    get = m.get if hasattr(m, "get") else (lambda k, d=None: getattr(m, k, d))
+    return {"nobs": get("nobs"), "sum_weights": get("sum_weights", get("nobs")),
+            "accuracy": get("accuracy"), "logloss": get("logloss"), "deviance": get("deviance")}
+
+
+def _combine_metrics(parts: list[dict]) -> dict:
+    """Metrics of the union of disjoint row sets: sums, and weight-averaged means
+    (accuracy and log-loss are weighted means over rows)."""
+    total_w = sum(float(p["sum_weights"]) for p in parts)
+    out: dict[str, Any] = {"nobs": int(sum(int(p["nobs"]) for p in parts))}
+    for key in ("accuracy", "logloss"):
+        if all(p[key] is not None for p in parts) and total_w > 0:
+            out[key] = sum(float(p[key]) * float(p["sum_weights"]) for p in parts) / total_w
+    if all(p["deviance"] is not None for p in parts):
+        out["deviance"] = float(sum(float(p["deviance"]) for p in parts))
+    return out
+
+
+def _warn_unseen(unseen: dict) -> None:
+    msg = ", ".join(f"{v:,} row(s) of ^{k}" for k, v in unseen.items() if v)
+    if msg:
+        warnings.warn(f"levels unseen at fit time get effect 0 (the prior mean): {msg}",
+                      UnseenLevelWarning, stacklevel=2)
+
+
+@contextmanager
+def _progress_rows(desc: str, total: int, quiet: bool):
+    """A bar over rows on a terminal; yields advance(n)."""
+    if quiet or not _stderr_is_terminal() or total <= SCORE_CHUNK:
+        with _ticker(desc, quiet):
+            yield lambda n: None
+        return
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total, desc=desc, unit=" rows", unit_scale=True, file=sys.stderr,
+               leave=False)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
 
 
 def _format_metrics(metrics: Any) -> str:

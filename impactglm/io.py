@@ -39,7 +39,7 @@ from .formula import parse_formula
 
 __all__ = [
     "read_table", "write_table", "columns_in_formula", "file_columns", "file_format",
-    "atomic_output", "check_writable", "check_input", "DataFileNotFoundError", "MalformedRowError",
+    "atomic_output", "check_writable", "check_input", "table_writer", "DataFileNotFoundError", "MalformedRowError",
     "EmptyFileError", "OutputExistsError", "FileFormatError",
 ]
 
@@ -627,6 +627,68 @@ def write_table(df: pd.DataFrame | pa.Table, path: str | os.PathLike, force: boo
             with pa.output_stream(str(tmp), compression=compression) as out:
                 pacsv.write_csv(table, out, options)
     return Path(path)
+
+
+class table_writer:  # noqa: N801 - a context manager like open()
+    """Write a table in pieces, atomically: ``with table_writer(path) as write: write(t)``.
+
+    Every piece is an Arrow table (or DataFrame) with the columns of the first one;
+    the file appears under ``path`` only when the block ends without an error.
+    Text output quotes values when ``quote_like`` (an Arrow table holding all the
+    text that will be written, e.g. the whole input) or the first piece needs it.
+    """
+
+    def __init__(self, path: str | os.PathLike, force: bool = False, sep: str | None = None,
+                 quote_like: pa.Table | None = None):
+        self.path, self.force, self.sep, self.quote_like = Path(path), force, sep, quote_like
+        self._atomic = atomic_output(path, force)
+        self._writer = None
+        self._stream = None
+        self._schema = None
+
+    def __enter__(self):
+        self._tmp = self._atomic.__enter__()
+        return self.write
+
+    def write(self, piece: pd.DataFrame | pa.Table) -> None:
+        table = _to_arrow(piece)
+        if self._writer is None:
+            self._open(table)
+        elif table.schema != self._schema:
+            table = table.cast(self._schema)
+        self._writer.write_table(table)
+
+    def _open(self, table: pa.Table) -> None:
+        kind, compression = file_format(self.path)
+        self._schema = table.schema
+        if kind == "parquet":
+            self._writer = pq.ParquetWriter(str(self._tmp), table.schema,
+                                            compression=compression or "snappy")
+            return
+        delimiter = _separator(self.path, self.sep)
+        quoting = _quoting(table, delimiter)
+        if self.quote_like is not None and quoting == "none":
+            quoting = _quoting(_to_arrow(self.quote_like), delimiter)
+        options = pacsv.WriteOptions(delimiter=delimiter, quoting_style=quoting,
+                                     quoting_header=_header_quoting(table, delimiter))
+        self._stream = pa.output_stream(str(self._tmp), compression=compression)
+        self._writer = pacsv.CSVWriter(self._stream, table.schema, write_options=options)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if self._stream is not None:
+                self._stream.close()
+        except BaseException:
+            if exc_type is None:
+                self._atomic.__exit__(*sys.exc_info())
+                raise
+        if exc_type is None and self._writer is None:
+            exc_type = exc = DataError("nothing was written")
+            self._atomic.__exit__(DataError, exc, None)
+            raise exc
+        return self._atomic.__exit__(exc_type, exc, tb)
 
 
 def _to_arrow(df: pd.DataFrame | pa.Table) -> pa.Table:

@@ -493,3 +493,34 @@ def test_score_rows_with_missing_values_get_empty_predictions(capsys, tmp_path, 
     np.testing.assert_allclose(result.loc[~missing].iloc[:, :10].to_numpy(),
                                reference.predict(kept).to_numpy(), rtol=1e-9)
     assert "rows 38" in out
+
+
+@pytest.mark.parametrize("out_name", ["s.csv", "s.parquet"])
+def test_chunked_scoring_equals_one_piece(capsys, tmp_path, ratings, fitted, reference,
+                                          monkeypatch, out_name):
+    data = tmp_path / "d.parquet"
+    write_independently(ratings, data)
+    monkeypatch.setattr(cli, "SCORE_CHUNK", 700)          # 5 chunks, the last one short
+    code, out, err = run(capsys, "score", "--model", fitted.model, "--data", data,
+                         "--out", tmp_path / out_name, "--quiet")
+    assert code == 0, err
+    result = io.read_table(tmp_path / out_name)
+    assert len(result) == len(ratings)
+    np.testing.assert_allclose(result.iloc[:, :10].to_numpy(),
+                               reference.predict(ratings).to_numpy(), rtol=1e-9, atol=1e-15)
+    from impactglm.evaluate import evaluate
+    whole = evaluate(reference, ratings)
+    line = [x for x in out.splitlines() if x.startswith("on ")][0]
+    assert f"accuracy {whole.accuracy:,.6g}" in line
+    assert f"log-loss {whole.logloss:,.6g}" in line
+    assert f"deviance {whole.deviance:,.6g}" in line and "rows 3,000" in line
+
+
+def test_combine_metrics_is_the_metric_of_the_union():
+    parts = [{"nobs": 2, "sum_weights": 2.0, "accuracy": 0.5, "logloss": 1.0, "deviance": 4.0},
+             {"nobs": 6, "sum_weights": 6.0, "accuracy": 1.0, "logloss": 2.0, "deviance": 24.0}]
+    got = cli._combine_metrics(parts)
+    assert got == {"nobs": 8, "accuracy": 0.875, "logloss": 1.75, "deviance": 28.0}
+    gaussian = [{"nobs": 3, "sum_weights": 3.0, "accuracy": None, "logloss": None,
+                 "deviance": 1.5}] * 2
+    assert cli._combine_metrics(gaussian) == {"nobs": 6, "deviance": 3.0}

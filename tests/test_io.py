@@ -358,3 +358,26 @@ def test_write_arrow_table(tmp_path):
     table = pa.table({"p": np.array([0.25, np.nan]), "k": ["a", None]})
     io.write_table(table, tmp_path / "t.csv")
     assert (tmp_path / "t.csv").read_text() == "p,k\n0.25,a\nnan,\n"
+
+
+@pytest.mark.parametrize("name", ["pieces.csv", "pieces.tsv.gz", "pieces.parquet"])
+def test_table_writer_appends_pieces_atomically(tmp_path, frame, name):
+    path = tmp_path / name
+    with io.table_writer(path, quote_like=frame) as write:
+        for start in range(0, len(frame), 20):
+            write(frame.iloc[start:start + 20])
+            assert not path.exists()                     # only complete files appear
+    back = io.read_table(path)
+    assert back["genre"].tolist() == frame["genre"].tolist()   # "Comedy, dark" quoted
+    np.testing.assert_array_equal(back["x"].to_numpy(), frame["x"].to_numpy())
+    with pytest.raises(io.OutputExistsError):
+        with io.table_writer(path) as write:
+            write(frame)
+
+
+def test_table_writer_failure_leaves_nothing(tmp_path, frame):
+    with pytest.raises(RuntimeError):
+        with io.table_writer(tmp_path / "p.csv") as write:
+            write(frame.iloc[:10])
+            raise RuntimeError("stop")
+    assert list(tmp_path.iterdir()) == []
