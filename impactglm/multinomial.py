@@ -490,7 +490,7 @@ class _Loop:
                 Hbb = x0 * x0 * km.unpack_blocks(Hp[sl].sum(axis=0, keepdims=True), C)[0][1:, 1:]
             db = _robust_solve(Hbb - x0 * x0 * S, g_b - x0 * r)
             steps[sl] = st - x0 * (M @ db)
-            trinv[sl] = tr
+            trinv[sl] = tr.sum(axis=1)
         return steps, trinv
 
     def logpost(self, ll, A, alpha_l):
@@ -689,28 +689,31 @@ def _finish(prob, beta, A, alpha, auto, prior, converged, n_iter, state, exact_c
                       f"(max |gradient| {state.grad_max:.3g} > tol {state.tol:g})",
                       ConvergenceWarning, stacklevel=3)
     Hp = state.Hp
-    Hinv = _block_inverse(Hp, alpha_l, C) if K else np.zeros((0, C, C))
     Ause = A if Q else np.zeros((1, C))
     D = pb + Q * C
     se_eff = np.zeros((Q, C))
+    intercept_only = K > 0 and p == 1 and state.const == 0
     if D <= exact_cov_limit and prob.n * C * C <= 5e7:
         Hfull = _dense_hessian(prob, beta, A, alpha_l)
         cov = _safe_inv(Hfull)
         cov_beta = cov[:pb, :pb]
         se_eff = np.sqrt(np.clip(np.diag(cov)[pb:], 0, None)).reshape(Q, C)
         cov_method = "exact (dense inverse of the penalised Hessian)"
+    elif intercept_only:
+        cov_beta, cov_method, se_eff = _intercept_only_cov(prob, Hp, alpha_l)
     else:
+        Hinv = _block_inverse(Hp, alpha_l, C) if K else np.zeros((0, C, C))
         if K:
             cross = km.beta_level_cross(prob.X, beta, prob.gcodes, Ause, prob.w, prob.offset)
             cross = cross[:, :, 1:, :].reshape(Q, pb, C)       # H_{beta, level} blocks
         Hbb = _beta_information(prob, beta, Ause)
-        cov_beta, cov_method, best_k = _schur_cov(prob, Hbb, cross if K else None, Hinv)
+        cov_beta, cov_method, covs = _schur_cov(prob, Hbb, cross if K else None, Hinv)
         for k in range(K):
             sl = prob.slice(k)
             var = np.diagonal(Hinv[sl], axis1=1, axis2=2).copy()
-            if pb and k == best_k:
+            if pb:
                 M = np.einsum("qcd,qbd->qcb", Hinv[sl], cross[sl])   # H_l^{-1} H_lb
-                var += np.einsum("qcb,bB,qcB->qc", M, cov_beta, M)
+                var += np.einsum("qcb,bB,qcB->qc", M, covs[k], M)
             se_eff[sl] = np.sqrt(np.clip(var, 0, None))
     effects = []
     for k, f in enumerate(prob.factors):
@@ -737,6 +740,37 @@ def _finish(prob, beta, A, alpha, auto, prior, converged, n_iter, state, exact_c
     empty = np.empty((0, C))
     return FitOutput(beta=beta, cov_beta=cov_beta, eta=empty, mu=empty, scale=1.0,
                      n_iter=n_iter, converged=converged, log=log, effects=tuple(effects), extra=extra)
+
+
+def _intercept_only_cov(prob, Hp, alpha_l):
+    """cov(intercepts) and effect se of an intercept-only X from the level blocks alone.
+
+    Per factor k (coupling E_l = x0 D_l[:, 1:], see :meth:`_Loop.block_steps`), the
+    intercepts' information with factor k integrated out is
+    S_k = H_bb - x0^2 sum_l D_l[1:, :] H_l^{-1} D_l[:, 1:] (exact with one factor);
+    cov_beta is the S_k^{-1} of largest trace, and each level's se is
+    sqrt(diag(H_l^{-1} + x0^2 M_l S_k^{-1} M_l')) with M_l = H_l^{-1} D_l[:, 1:].
+    """
+    C, K = prob.C, prob.K
+    x0 = float(prob.X[0, 0])
+    se = np.zeros((prob.Q, C))
+    Hbb = None
+    best, best_k, best_tr = None, -1, -np.inf
+    for k in range(K):
+        sl = prob.slice(k)
+        _, M, dinv, S, _ = km.block_newton(Hp[sl], alpha_l[sl], np.zeros((int(prob.q[k]), C)))
+        if Hbb is None:
+            Hbb = x0 * x0 * km.unpack_blocks(Hp[sl].sum(axis=0, keepdims=True), C)[0][1:, 1:]
+        cov = _safe_inv(Hbb - x0 * x0 * S)
+        var = dinv + x0 * x0 * np.einsum("qcb,bB,qcB->qc", M, cov, M)
+        se[sl] = np.sqrt(np.clip(var, 0, None))
+        tr = float(np.trace(cov))
+        if tr > best_tr:
+            best, best_k, best_tr = cov, k, tr
+    method = ("exact (Schur complement over the level blocks)" if K == 1 else
+              f"approximate: Schur complement over ^{prob.factors[best_k].name}, "
+              "the other factors held fixed")
+    return best, method, se
 
 
 def _beta_information(prob, beta, Ause):
@@ -766,22 +800,23 @@ def _schur_cov(prob, Hbb, cross, Hinv):
     is reported (an approximation, stated in ``cov_method``).
     """
     if prob.p == 0 or Hbb.size == 0:
-        return np.zeros((0, 0)), "none", -1
+        return np.zeros((0, 0)), "none", [np.zeros((0, 0))] * prob.K
     if prob.K == 0:
-        return _safe_inv(Hbb), "exact (inverse information)", -1
-    best, best_k, best_tr = None, -1, -np.inf
+        return _safe_inv(Hbb), "exact (inverse information)", []
+    best, best_k, best_tr, covs = None, -1, -np.inf, []
     for k in range(prob.K):
         sl = prob.slice(k)
         M = np.einsum("qcd,qbd->qcb", Hinv[sl], cross[sl])
         S = Hbb - np.einsum("qbc,qcB->bB", cross[sl], M)
         cov = _safe_inv(S)
+        covs.append(cov)
         tr = float(np.trace(cov))
         if tr > best_tr:
             best, best_k, best_tr = cov, k, tr
     method = ("exact (Schur complement over the level blocks)" if prob.K == 1 else
               f"approximate: Schur complement over ^{prob.factors[best_k].name}, "
               "the other factors held fixed")
-    return best, method, best_k
+    return best, method, covs
 
 
 def _safe_inv(H):

@@ -313,9 +313,12 @@ def test_effects_equal_exact_solver(tau):
     assert out.log["objective"].iloc[-1] == pytest.approx(f_oracle, rel=1e-10)
 
 
-def test_one_factor_schur_covariance_is_exact_at_scale_path():
-    """With one factor the block (non-dense) covariance path is exact too."""
+@pytest.mark.parametrize("intercept_only", [False, True])
+def test_one_factor_schur_covariance_is_exact_at_scale_path(intercept_only):
+    """With one factor the block (non-dense) covariance paths are exact too."""
     X, codes, y, w = _problem(seed=2, q=(15,), tau=(0.7,))
+    if intercept_only:
+        X = 2.0 * X[:, :1]          # a constant column other than 1
     C, q = 3, (15,)
     out = fit_multinomial(X, [(codes[0], 15)], y, C, w, None, 0.7, tol=1e-10, exact_cov_limit=0)
     oracle = Oracle(X, codes, q, y, w, C, [1 / 0.7 ** 2])

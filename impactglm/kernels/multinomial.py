@@ -754,7 +754,7 @@ def _block_newton_range(Hp, add, G, steps, M, trinv, S, r, lo, hi):
         if not _cholesky_lower(L, C):
             for c in range(C):
                 steps[q, c] = np.nan
-            trinv[q] = np.nan
+                trinv[q, c] = np.nan
             continue
         for col in range(C):                   # col 0: the step H^-1 G; col c: H^-1 D[:, c]
             for c in range(C):
@@ -783,15 +783,15 @@ def _block_newton_range(Hp, add, G, steps, M, trinv, S, r, lo, hi):
                     for c in range(C):
                         s += D[a, c] * x[c]
                     S[a - 1, col - 1] += s
-        tr = 0.0
-        for col in range(C):
+        for col in range(C):                   # diag(H^-1)_col = |column col of L^-1|^2
+            tr = 0.0
             for c in range(col, C):
                 s = 1.0 if c == col else 0.0
                 for k in range(col, c):
                     s -= L[c, k] * e[k]
                 e[c] = s / L[c, c]
                 tr += e[c] * e[c]
-        trinv[q] = tr
+            trinv[q, col] = tr
 
 
 @njit(parallel=True, cache=True)
@@ -809,7 +809,7 @@ def block_newton(Hp: np.ndarray, add: np.ndarray, G: np.ndarray):
     With D_q the data block (packed ``Hp``), H_q = D_q + add_q I and E_q = D_q[:, 1:]
     (the block's coupling to an intercept of classes 1..C-1), returns
 
-        steps[q] = H_q^{-1} G_q,  M[q] = H_q^{-1} E_q  (C x (C-1)),  tr(H_q^{-1}),
+        steps[q] = H_q^{-1} G_q,  M[q] = H_q^{-1} E_q  (C x (C-1)),  diag(H_q^{-1}),
         S = sum_q E_q' H_q^{-1} E_q,   r = sum_q E_q' H_q^{-1} G_q,
 
     from which the Newton step of (intercept, this factor's effects) follows by a
@@ -818,7 +818,7 @@ def block_newton(Hp: np.ndarray, add: np.ndarray, G: np.ndarray):
     Q, C = G.shape
     steps = np.empty((Q, C))
     M = np.empty((Q, C, C - 1))
-    trinv = np.empty(Q)
+    trinv = np.empty((Q, C))
     add = np.ascontiguousarray(add, dtype=np.float64)
     G = np.ascontiguousarray(G, dtype=np.float64)
     T = _level_threads(Q)
@@ -841,4 +841,4 @@ def block_newton_numpy(Hp, add, G):
     M = np.einsum("qcd,qde->qce", Hinv, E)
     S = np.einsum("qca,qcb->ab", E, M)
     r = np.einsum("qca,qc->a", E, steps)
-    return steps, M, np.trace(Hinv, axis1=1, axis2=2), S, r
+    return steps, M, np.diagonal(Hinv, axis1=1, axis2=2).copy(), S, r
