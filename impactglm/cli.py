@@ -346,105 +346,45 @@ def coefficient_table(res: Any) -> pd.DataFrame:
     column name as variable and an empty level), or ``CategoricalLevel`` (a
     treatment dummy ``C(g)[T.a]`` -> variable ``C(g)``, level ``a``; or a level
     effect of a ``^g`` factor -> variable ``g``, level the level's value).
-    ``outcome`` is the class label for multinomial models (one row per class,
+    ``outcome`` is the class label for multinomial models (one block per class,
     the reference class included with its zeros) and the response otherwise.
-    The linear predictor of class c for a row is the sum over its variables of
-    Const + Numeric * x + the CategoricalLevel values of its levels.
+    The linear predictor of class c for a row is the sum of its Const, Numeric x
+    value and CategoricalLevel values (a level not in the table contributes 0).
     """
-    outcomes, beta = _fixed_matrix(res)
-    rows: list[tuple[str, str, str, str, float]] = []
-    names = list(beta.index)
+    params = res.params
+    if isinstance(params, pd.DataFrame):          # multinomial: variables x classes
+        outcomes = [_label(c) for c in params.columns]
+        beta = params.to_numpy(dtype=float)
+    else:
+        outcomes = [str(res.spec.response)]
+        beta = np.asarray(params, dtype=float)[:, None]
+    described = [_describe_column(str(name)) for name in params.index]
+    variables = [d[0] for d in described]
+    kinds = [d[1] for d in described]
+    levels = [d[2] for d in described]
+    pieces = []
     for j, outcome in enumerate(outcomes):
-        for name in names:
-            variable, kind, level = _describe_column(name)
-            rows.append((outcome, variable, kind, level, float(beta.iloc[names.index(name), j])))
-        for factor in _factor_names(res):
-            levels, effects = _factor_effects(res, factor, len(outcomes))
-            for level, value in zip(levels, effects[:, j]):
-                rows.append((outcome, factor, "CategoricalLevel", str(level), float(value)))
-    frame = pd.DataFrame(rows, columns=["outcome", "variable", "kind", "level", "value"])
-    return frame
+        pieces.append(pd.DataFrame({"outcome": outcome, "variable": variables, "kind": kinds,
+                                    "level": levels, "value": beta[:, j]}))
+        for e in res.factor_effects:
+            effect = np.asarray(e.effect, dtype=float).reshape(len(e.levels), -1)
+            pieces.append(pd.DataFrame({
+                "outcome": outcome, "variable": e.name, "kind": "CategoricalLevel",
+                "level": pd.Index(e.levels).astype(str), "value": effect[:, j]}))
+    return pd.concat(pieces, ignore_index=True)
 
 
 _DUMMY = re.compile(r"^(?P<var>[^\[\]:]+)\[(?:T\.)?(?P<level>[^\]]*)\]$")
 
 
 def _describe_column(name: str) -> tuple[str, str, str]:
-    if name in ("Intercept", "(Intercept)", "const"):
+    """(variable, kind, level) of a Patsy column name."""
+    if name in ("Intercept", "(Intercept)"):
         return "Intercept", "Const", ""
     m = _DUMMY.match(name)
     if m:
         return m.group("var"), "CategoricalLevel", m.group("level")
     return name, "Numeric", ""
-
-
-def _fixed_matrix(res: Any) -> tuple[list[str], pd.DataFrame]:
-    """(outcome labels, (p, C) frame of fixed coefficients by column name)."""
-    params = res.params
-    classes = _classes(res)
-    if isinstance(params, pd.DataFrame):
-        frame = params
-        if classes is not None and frame.shape[1] == len(classes):
-            return [_label(c) for c in classes], frame
-        return [_label(c) for c in frame.columns], frame
-    series = pd.Series(params)
-    if isinstance(series.index, pd.MultiIndex):      # (class, name) pairs
-        frame = series.unstack(level=0)
-        order = classes if classes is not None else list(frame.columns)
-        frame = frame.reindex(index=list(dict.fromkeys(series.index.get_level_values(1))),
-                              columns=list(order)).fillna(0.0)
-        return [_label(c) for c in order], frame
-    return [_response_name(res)], series.to_frame("value")
-
-
-def _classes(res: Any) -> list | None:
-    for owner in (res, getattr(res, "spec", None), getattr(res, "model_spec", None)):
-        if owner is None:
-            continue
-        classes = getattr(owner, "classes", None)
-        if classes is not None:
-            return list(classes)
-    return None
-
-
-def _response_name(res: Any) -> str:
-    spec = getattr(res, "spec", None) or getattr(res, "model_spec", None)
-    formula = getattr(spec, "formula", None) or getattr(res, "formula", None)
-    if formula is not None:
-        text = formula if isinstance(formula, str) else getattr(formula, "text", str(formula))
-        return parse_formula(text).response
-    return "y"
-
-
-def _factor_names(res: Any) -> list[str]:
-    effects = getattr(res, "effects", None) or getattr(res, "factor_effects", None)
-    if effects:
-        return [e.name for e in effects]
-    prior = getattr(res, "prior_sd", None)
-    if isinstance(prior, dict):
-        return list(prior)
-    return []
-
-
-def _factor_effects(res: Any, factor: str, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """(levels, (q, n_out) effects) of one ^ factor."""
-    effects = getattr(res, "effects", None) or getattr(res, "factor_effects", None)
-    for e in effects or ():
-        if e.name == factor:
-            eff = np.asarray(e.effect, dtype=float)
-            return np.asarray(e.levels), _pad_classes(eff.reshape(len(e.levels), -1), n_out)
-    frame = res.level_effects(factor)
-    cols = [c for c in frame.columns if str(c).startswith("effect")]
-    eff = frame[cols].to_numpy(dtype=float)
-    return frame.index.to_numpy(), _pad_classes(eff, n_out)
-
-
-def _pad_classes(eff: np.ndarray, n_out: int) -> np.ndarray:
-    if eff.shape[1] == n_out:
-        return eff
-    if eff.shape[1] == n_out - 1:                    # reference class 0 stored implicitly
-        return np.hstack([np.zeros((eff.shape[0], 1)), eff])
-    raise ImpactGLMError(f"cannot match {eff.shape[1]} effect columns to {n_out} outcomes")
 
 
 # --------------------------------------------------------------------------- score
@@ -502,12 +442,10 @@ def _rhs_columns(formula: str, header: Sequence[str]) -> list[str]:
 
 
 def _model_formula(res: Any) -> str:
-    spec = getattr(res, "spec", None) or getattr(res, "model_spec", None)
-    for owner in (spec, res, getattr(res, "model", None)):
-        formula = getattr(owner, "formula", None) if owner is not None else None
-        if formula is not None:
-            return formula if isinstance(formula, str) else getattr(formula, "text", str(formula))
-    raise ImpactGLMError("the saved model does not record its formula")
+    spec = getattr(res, "spec", None)
+    if spec is None or not getattr(spec, "formula", None):
+        raise ImpactGLMError("the saved model does not record its formula")
+    return spec.formula
 
 
 def score_frame(res: Any, data: pd.DataFrame) -> pd.DataFrame:
@@ -525,7 +463,7 @@ def score_columns(res: Any, data: pd.DataFrame) -> dict[str, np.ndarray]:
     ``predicted_mean``.  Rows that the model dropped for missing values get NaN/None.
     """
     family = _family_of(res)
-    if _classes(res) is not None or family == "multinomial":
+    if family == "multinomial":
         proba = pd.DataFrame(res.predict(data))
         labels = list(proba.columns)
         values = proba.to_numpy(dtype=float)
@@ -571,11 +509,7 @@ def _label(c: Any) -> str:
 
 
 def _family_of(res: Any) -> str:
-    family = getattr(res, "family", None)
-    if family is None:
-        spec = getattr(res, "spec", None) or getattr(res, "model_spec", None)
-        family = getattr(spec, "family", None)
-    return family if isinstance(family, str) else getattr(family, "name", str(family))
+    return str(res.spec.family)
 
 
 def _output_table(predictions: dict[str, np.ndarray], inputs: pa.Table) -> pa.Table:

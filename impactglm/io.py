@@ -39,8 +39,8 @@ from .formula import parse_formula
 
 __all__ = [
     "read_table", "write_table", "columns_in_formula", "file_columns", "file_format",
-    "atomic_output", "check_writable", "check_input", "table_writer", "DataFileNotFoundError", "MalformedRowError",
-    "EmptyFileError", "OutputExistsError", "FileFormatError",
+    "atomic_output", "check_writable", "check_input", "table_writer", "DataFileNotFoundError",
+    "MalformedRowError", "EmptyFileError", "OutputExistsError", "FileFormatError",
 ]
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
@@ -185,7 +185,8 @@ def _parquet_schema(p: Path) -> pa.Schema:
     try:
         return pq.read_schema(str(p))
     except (OSError, pa.ArrowException) as exc:
-        raise FileFormatError(f"{str(p)!r} is not a readable Parquet file: {_one_line(exc)}") from None
+        raise FileFormatError(f"{str(p)!r} is not a readable Parquet file: "
+                              f"{_one_line(exc)}") from None
 
 
 # --------------------------------------------------------------------------- reading
@@ -266,7 +267,8 @@ def _read_parquet(p: Path, wanted: list[str]) -> pa.Table:
     try:
         return pq.read_table(str(p), columns=wanted)
     except (OSError, pa.ArrowException) as exc:
-        raise FileFormatError(f"{str(p)!r}: cannot read the Parquet file: {_one_line(exc)}") from None
+        raise FileFormatError(f"{str(p)!r}: cannot read the Parquet file: "
+                              f"{_one_line(exc)}") from None
 
 
 def _csv_options(wanted: list[str], sep: str, threads: bool, handler=None):

@@ -184,7 +184,8 @@ def test_console_script_runs(tmp_path):
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "IMPACTGLM_DEBUG": "0"})
     assert done.returncode == 2
-    assert done.stderr.strip() == f"impactglm: error: {str(tmp_path / 'missing.csv')!r}: no such file"
+    missing = str(tmp_path / "missing.csv")
+    assert done.stderr.strip() == f"impactglm: error: {missing!r}: no such file"
     version = subprocess.run(command + ["--version"], capture_output=True, text=True, timeout=120)
     assert version.returncode == 0 and version.stdout.strip().startswith("impactglm ")
 

@@ -298,7 +298,8 @@ HEADER = ["UserID", "MovieID", "age", "genre", "Rating", "w", "odd name", "x.1"]
     ("Rating ~ ^UserID + age + C(genre)", ["UserID", "age", "genre", "Rating"]),
     ("Rating ~ np.log(age) + I(age**2) + C(genre, Treatment(reference='Drama'))",
      ["age", "genre", "Rating"]),
-    ("Rating ~ Q('odd name') + x.1 + (age | UserID)", ["UserID", "age", "Rating", "odd name", "x.1"]),
+    ("Rating ~ Q('odd name') + x.1 + (age | UserID)",
+     ["UserID", "age", "Rating", "odd name", "x.1"]),
     ("Rating ~ (1 | UserID/MovieID) + center(age)", ["UserID", "MovieID", "age", "Rating"]),
     ("~ ^MovieID", ["MovieID"]),
 ])
