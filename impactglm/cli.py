@@ -95,7 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``impactglm`` and its sub-commands."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="GLMs with high-cardinality categorical predictors (^factors).")
+        prog=PROG, description="GLMs with high-cardinality categorical predictors (^factors).",
+        epilog="examples:\n"
+               "  impactglm demo\n"
+               "  impactglm fit --data ratings.csv.gz --formula \"Rating ~ ^UserID + ^MovieID\" "
+               "--family multinomial --model model.json\n"
+               "  impactglm score --model model.json --data new.parquet --out scored.csv\n"
+               "exit status: 0 ok, 2 user error (one line on stderr), 1 internal error",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -114,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--weights", metavar="COL", help="column of prior weights")
     fit.add_argument("--offset", metavar="COL", help="column of offsets")
     fit.add_argument("--holdout", type=_fraction, default=None, metavar="FRACTION",
-                     help="hold this fraction of rows out and report their metrics")
+                     help="multinomial: hold this fraction of rows out and report their "
+                     "accuracy and log-loss")
     fit.add_argument("--seed", type=int, default=None, help="seed of the holdout split")
     fit.add_argument("--prior-sd", default="auto", type=_prior_sd, metavar="auto|NUMBER|none",
                      help="prior sd of the level effects: estimated (auto), fixed, or none")
