@@ -289,10 +289,23 @@ def factor_columns(formula: str) -> list[str]:
 
 def _read_model_data(path: str, formula: str, sep: str | None, quiet: bool,
                      extra: Sequence[str] = ()) -> pd.DataFrame:
-    header = file_columns(path, sep)
+    header = _header(path, sep)
     columns = model_columns(formula, header, extra)
     return read_table(path, columns=columns, sep=sep, categorical=factor_columns(formula),
                       progress=not quiet, strings_as_categorical=True)
+
+
+def _header(path: str, sep: str | None) -> list[str]:
+    """The file's column names; a one-column header that holds a likely separator is
+    reported as a wrong separator rather than as missing columns later."""
+    header = file_columns(path, sep)
+    if len(header) == 1:
+        for candidate in ("\t", ";", "|", ","):
+            if candidate in header[0]:
+                shown = "\\t" if candidate == "\t" else candidate
+                raise DataError(f"{path!r}: the header is one column {header[0][:60]!r}; "
+                                f"is the separator {shown!r}? (use --sep '{shown}')")
+    return header
 
 
 # --------------------------------------------------------------------------- saving
@@ -411,7 +424,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     res = load(args.model)
     timer.lap("load")
     formula = _model_formula(res)
-    header = file_columns(args.data, args.sep)
+    header = _header(args.data, args.sep)
     _rhs_columns(formula, header)            # every predictor must be in the file
     factors = [c for c in factor_columns(formula) if c in header]
     spec = getattr(res, "spec", None)

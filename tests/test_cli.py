@@ -525,3 +525,15 @@ def test_combine_metrics_is_the_metric_of_the_union():
     gaussian = [{"nobs": 3, "sum_weights": 3.0, "accuracy": None, "logloss": None,
                  "deviance": 1.5}] * 2
     assert cli._combine_metrics(gaussian) == {"nobs": 6, "deviance": 3.0}
+
+
+def test_wrong_separator_is_named(capsys, tmp_path, ratings):
+    path = tmp_path / "semi.csv"
+    ratings.to_csv(path, sep=";", index=False)
+    code, out, err = run(capsys, "fit", "--data", path, "--formula", CHEAP,
+                         "--model", tmp_path / "m.json")
+    assert_user_error(code, out, err, "is the separator ';'", "--sep ';'")
+    code, out, err = run(capsys, "fit", "--data", path, "--formula", CHEAP, "--sep", ";",
+                         "--family", "gaussian", "--prior-sd", "0.5", "--quiet",
+                         "--model", tmp_path / "m.json")
+    assert code == 0, err
