@@ -270,7 +270,7 @@ def test_any_frame_gives_a_design_or_an_impactglm_error(df, lhs, terms, family, 
         with np.errstate(all="ignore"):
             d = build_design(formula, df, family=family, na_action=na_action)
             spec = ModelSpec.from_dict(json.loads(json.dumps(d.spec.to_dict())))
-            nd = spec.transform(df)
+            nd = spec.transform(df, response=True)  # same rows as the fit
         assert d.X.shape[0] == len(d.y) == len(d.row_labels) == len(df) - d.n_dropped
         # the training rows rebuild bit-identically from the stored spec
         np.testing.assert_array_equal(nd.X, d.X)
