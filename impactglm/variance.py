@@ -143,7 +143,7 @@ def _fixed_point_update(prob, st, lam_l: np.ndarray) -> np.ndarray:
     return np.clip(new, math.exp(_LOG_TAU_BOUNDS[0]), math.exp(_LOG_TAU_BOUNDS[1]))
 
 
-POLISH_MAX_ROWS = 100_000       # crossed factors: minimise c exactly only up to this many rows
+POLISH_MAX_ROWS = 50_000       # crossed factors: minimise c exactly only up to this many rows
 
 
 def _glmm_laplace(prob, *, tol: float, verbose: bool, polish: bool) -> TauEstimate:
