@@ -1,6 +1,6 @@
 """The ``impactglm`` command line: fit, score, summary and demo.
 
-    impactglm demo                                   # a 1M-row MovieLens-shaped fit, in seconds
+    impactglm demo                 # simulate 1M MovieLens-shaped ratings, fit, compare with the truth
     impactglm fit --data ratings.csv.gz --formula "Rating ~ ^UserID + ^MovieID" \\
                   --family multinomial --model model.json --coef-tsv coef.tsv
     impactglm score --model model.json --data new.parquet --out scored.csv
@@ -499,7 +499,8 @@ def score_columns(res: Any, data: pd.DataFrame) -> dict[str, np.ndarray]:
     mu = _aligned(mean.to_numpy(dtype=float), where, len(data))
     if family == "binomial":
         info = getattr(getattr(res, "spec", None), "response_info", None) or {}
-        success, failure = info.get("success", 1), info.get("failure", 0)
+        success = 1 if info.get("success") is None else info["success"]
+        failure = 0 if info.get("failure") is None else info["failure"]
         chosen = np.where(mean.to_numpy() >= 0.5, success, failure)
         return {"prob": mu, "predicted": _aligned(chosen, where, len(data))}
     return {"predicted_mean": mu}
