@@ -178,3 +178,47 @@ def test_bad_input_errors():
         fit_high_cardinality(X, factors, y, None, None, "gamma", [1.0])
     with pytest.raises(DataError, match="weights"):
         fit_high_cardinality(X, factors, y, -np.ones(len(y)), None, "binomial", [1.0])
+
+
+def test_large_crossed_path_cov_beta_equals_exact(monkeypatch):
+    """Above EXACT_DENSE_LIMIT cov_beta comes from conjugate-gradient solves with the full
+    level block; it must equal the exact Schur-complement path."""
+    import impactglm.solver as S
+    X, factors, y = _data("poisson", q=(300, 80), p_extra=2)
+    exact = fit_high_cardinality(X, factors, y, None, None, "poisson", [0.8, 0.5], tol=1e-10)
+    assert exact.extra["se_exact"]
+    monkeypatch.setattr(S, "EXACT_DENSE_LIMIT", 0)
+    cg = fit_high_cardinality(X, factors, y, None, None, "poisson", [0.8, 0.5], tol=1e-10)
+    assert not cg.extra["se_exact"]
+    np.testing.assert_allclose(cg.cov_beta, exact.cov_beta, rtol=1e-6)
+    # the level se approximation (cross-factor coupling neglected) stays close for these sizes
+    for a, b in zip(cg.effects, exact.effects):
+        assert np.all(a.se > 0.5 * b.se) and np.all(a.se < 1.5 * b.se)
+
+
+def test_verbose_prints_the_log(capsys):
+    X, factors, y = _data("binomial", q=(50,))
+    out = fit_high_cardinality(X, factors, y, None, None, "binomial", [1.0], verbose=True, tol=1e-9)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == len(out.log) and printed[0].startswith("iter")
+    assert list(out.log.columns) == ["iteration", "objective", "max_grad", "max_step", "step", "passes",
+                                     "seconds"]
+
+
+def test_poisson_auto_fixed_point_is_stationary():
+    """prior_sd='auto' (one factor): tau minimises the Laplace criterion (Brent): the criterion at
+    tau (1 +- 1%) is not lower."""
+    from impactglm import variance
+    from impactglm.families import get_family
+    from impactglm.solver import LevelProblem, solve_mode
+    X, factors, y = _data("poisson", q=(120,), p_extra=1)
+    out = fit_high_cardinality(X, factors, y, None, None, "poisson", "auto", tol=1e-10)
+    tau = out.effects[0].tau
+    assert out.effects[0].tau_estimated and 0.3 < tau < 1.5
+    prob = LevelProblem(X, factors, y, None, None, get_family("poisson"))
+    vals = []
+    for t in (tau * 0.99, tau, tau * 1.01):
+        lam_l = prob.expand([1 / t ** 2])
+        st = solve_mode(prob, [t], lam_l, 1.0, tol=1e-12, maxiter=200)
+        vals.append(variance.laplace_criterion(prob, st, lam_l))
+    assert vals[1] <= vals[0] and vals[1] <= vals[2]
