@@ -591,7 +591,7 @@ def _gaussian_scale(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: f
     """sigma^2 = RSS / (n_eff - p - sum_k edf_k) at the mode (fixed-tau gaussian fits)."""
     edf = float(np.sum(st.W / (st.W + lam_l)))
     rss = st.dev
-    n_eff = float(np.sum(prob.pw > 0))
+    n_eff = float(prob.n if prob.pw.shape[0] == 1 else np.sum(prob.pw > 0))
     return rss / max(n_eff - prob.p - edf, 1.0)
 
 

@@ -222,3 +222,15 @@ def test_poisson_auto_fixed_point_is_stationary():
         st = solve_mode(prob, [t], lam_l, 1.0, tol=1e-12, maxiter=200)
         vals.append(variance.laplace_criterion(prob, st, lam_l))
     assert vals[1] <= vals[0] and vals[1] <= vals[2]
+
+
+def test_gaussian_fixed_tau_scale_fixed_point():
+    """Without ``scale`` the gaussian fit iterates sigma^2 = RSS / (n - p - edf) to its fixed point."""
+    X, factors, y = _data("gaussian", q=(80,), p_extra=1)
+    out = fit_high_cardinality(X, factors, y, None, None, "gaussian", [0.5], tol=1e-11)
+    rss = np.sum((y - out.mu) ** 2)
+    edf = out.effects[0].edf
+    assert out.scale == pytest.approx(rss / (len(y) - X.shape[1] - edf), rel=1e-7)
+    assert 0.7 < out.scale < 1.4                     # the simulated noise variance is 1
+    ex = exact_fit(X, factors, y, None, None, "gaussian", [0.5], phi=out.scale)
+    _assert_close(out.effects[0].effect, ex["effects"][0], EXACT_RTOL)
