@@ -214,6 +214,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
             raise DataError("--coef-tsv and --model name the same file")
         check_writable(args.coef_tsv, args.force)
     family = _family_name(args.family)
+    if args.holdout is not None and family != "multinomial":     # fail before reading
+        raise DataError("--holdout is available for --family multinomial only; for other "
+                        "families fit on a split and score the rest with impactglm score")
     timer = _Timer()
     data = _read_model_data(args.data, args.formula, args.sep, args.quiet,
                             extra=[c for c in (args.weights, args.offset) if c])
@@ -235,8 +238,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
     accepted = inspect.signature(model.fit).parameters
     fit_kwargs: dict[str, Any] = {}
     if args.holdout is not None:
-        if "holdout" not in accepted:
-            raise ImpactGLMError(f"--holdout is not available for the {family} family")
         fit_kwargs["holdout"] = args.holdout
         if args.seed is not None:
             fit_kwargs["seed"] = args.seed

@@ -537,3 +537,12 @@ def test_wrong_separator_is_named(capsys, tmp_path, ratings):
                          "--family", "gaussian", "--prior-sd", "0.5", "--quiet",
                          "--model", tmp_path / "m.json")
     assert code == 0, err
+
+
+def test_holdout_for_a_family_without_it_is_a_user_error(capsys, tmp_path, ratings):
+    data = tmp_path / "d.parquet"
+    write_independently(ratings, data)
+    code, out, err = run(capsys, "fit", "--data", data, "--formula", CHEAP, "--family",
+                         "gaussian", "--holdout", "0.1", "--model", tmp_path / "m.json")
+    assert_user_error(code, out, err, "holdout")
+    assert not (tmp_path / "m.json").exists()
