@@ -240,7 +240,12 @@ def _split_terms(full: str, s: str, offset: int) -> list[tuple[str, int]]:
 
 def _is_exponent_sign(s: str, i: int) -> bool:
     """True for the '-' of a number like 1e-3."""
-    return i >= 2 and s[i - 1] in "eE" and s[i - 2].isdigit()
+    if not (i >= 2 and s[i - 1] in "eE" and s[i - 2].isdigit()):
+        return False
+    j = i - 2                      # walk back over the mantissa: a name like x2e is no number
+    while j >= 0 and (s[j].isdigit() or s[j] == "."):
+        j -= 1
+    return j < 0 or not (s[j].isalnum() or s[j] == "_")
 
 
 def _hc_name(body: str, text: str, pos: int) -> str:

@@ -30,7 +30,7 @@ from impactglm.formula import ParsedFormula, RandomTerm, parse_formula
 
 EXAMPLES: Counter = Counter()
 
-FUZZ = settings(max_examples=300, deadline=None,
+FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
@@ -335,3 +335,94 @@ def test_design_builder_gives_a_design_or_an_impactglm_error(case):
                 assert codes.min(initial=0) >= -1
         pd.testing.assert_frame_equal(new.loc[frame.index], before)
     pd.testing.assert_frame_equal(frame, before)   # never mutates the caller's data
+
+
+# =========================================================================== part 3
+
+
+@st.composite
+def small_fits(draw):
+    """Random small data for a ^ fit: sizes, level counts, weights, outcomes, priors."""
+    n = draw(st.integers(2, 60))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    family = draw(st.sampled_from(["binomial", "poisson", "gaussian"]))
+    q1 = draw(st.integers(1, n))
+    two = draw(st.booleans())
+    x_scale = draw(st.sampled_from([1.0, 1e-6, 1e6]))
+    frame = pd.DataFrame({"x": rng.normal(size=n) * x_scale,
+                          "g": rng.integers(0, q1, n),
+                          "h": rng.integers(0, draw(st.integers(1, n)), n).astype(str)})
+    eta = rng.normal(size=q1)[frame["g"]] * draw(st.sampled_from([0.0, 1.0, 5.0]))
+    if family == "binomial":
+        y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+    elif family == "poisson":
+        y = rng.poisson(np.exp(np.clip(eta, -5, 5))).astype(float)
+    else:
+        y = eta + rng.normal(size=n) * draw(st.sampled_from([1.0, 1e-8, 1e4]))
+    frame["y"] = y
+    # "auto" (empirical-Bayes tau) only with one factor: with two factors on tiny data the
+    # tau search takes 3-80 s per fit (reported), too slow for a fuzz budget.
+    prior = draw(st.sampled_from(([] if two else ["auto"]) + [None, 0.01, 1.0, 100.0]))
+    weights = None
+    if draw(st.booleans()):
+        weights = rng.choice([0.0, 1.0, 2.0], n)
+    formula = "y ~ x + ^g" + (" + ^h" if two else "")
+    return frame, formula, family, prior, weights
+
+
+@settings(max_examples=int(__import__("os").environ.get("FUZZ_FIT_N", 60)), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(small_fits())
+def test_fit_path_gives_a_certified_result_or_an_impactglm_error(case):
+    import warnings
+
+    import impactglm as ig
+    from certificate import max_newton_step
+    EXAMPLES["fit: random small data"] += 1
+    frame, formula, family, prior, weights = case
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = ig.glm(formula, frame, family=family, prior_sd=prior, weights=weights)
+            res = model.fit()
+        except ImpactGLMError:
+            EXAMPLES["fit: random small data -> ImpactGLMError"] += 1
+            return
+        except np.linalg.LinAlgError:
+            # Known solver gap (xfail in test_safety.py::test_perfect_gaussian_fit_...):
+            # a (nearly) saturated gaussian fit has residual variance ~0 and the posterior
+            # variances raise a raw LinAlgError.  Counted, not failed.
+            assert family == "gaussian", (formula, family, prior)
+            EXAMPLES["fit: random small data -> raw LinAlgError (solver gap)"] += 1
+            return
+    params = np.asarray(res.params)
+    assert np.all(np.isfinite(params)), (formula, family, prior, res.params)
+    for e in res.factor_effects:
+        assert np.all(np.isfinite(e.effect)), e.name
+    if res.converged:
+        EXAMPLES["fit: random small data -> converged"] += 1
+        step = max_newton_step(model, res)
+        if step >= 1e-6 and _separated(model, res):
+            # fitted means at the boundary: the gradient vanishes with the curvature, so
+            # "converged" must come with a SeparationWarning.  Known solver gap (reported
+            # in tests/test_safety.py xfails): counted here, not failed.
+            warned = any(issubclass(w.category, ig.errors.SeparationWarning) for w in caught)
+            EXAMPLES["fit: random small data -> separated, " +
+                     ("warned" if warned else "NOT warned (solver gap)")] += 1
+            return
+        assert step < 1e-6, (formula, family, prior, step)
+    else:
+        EXAMPLES["fit: random small data -> not converged (warned)"] += 1
+        assert any(issubclass(w.category, ig.errors.ConvergenceWarning) for w in caught)
+
+
+def _separated(model, res) -> bool:
+    """Fitted means numerically on the boundary (binomial 0/1, poisson 0) in some row."""
+    fam = model.family.name
+    mu = np.asarray(res.fittedvalues, dtype=float)
+    if fam == "binomial":
+        return bool(np.any((mu < 1e-8) | (mu > 1 - 1e-8)))
+    if fam == "poisson":
+        return bool(np.any(mu < 1e-8))
+    return False
