@@ -261,3 +261,19 @@ def test_pipeline_with_logistic_regression(small):
     pipe.fit(X, y)
     proba = pipe.predict_proba(X)
     assert proba.shape == (len(X), 2) and np.all(np.isfinite(proba))
+
+
+@pytest.mark.slow
+def test_example_encoder_leakage_runs():
+    """examples/encoder_leakage.py (smoke test): cross-fitted codes ~ dropping the column."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).parents[1] / "examples" / "encoder_leakage.py"
+    spec = importlib.util.spec_from_file_location("encoder_leakage", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    table = module.main()["holdout log-loss"]
+    dropped = table["column dropped (reference)"]
+    crossfit = table["impact codes (tau estimated), cross-fitted"]
+    assert crossfit < dropped + 0.05
+    assert table["naive target encoding"] > crossfit + 0.3
