@@ -34,13 +34,22 @@ independent exact solver (tests/exact.py) at 1e-6 relative.
 
 Posterior standard errors (FactorEffects.se) and cov_beta: the penalised Hessian is
 H = [[A, B'], [B, D]] with A = X'WX, B the per-level sums of w_i x_i and D the level
-block.  cov_beta = (A - B'D^-1 B)^-1 (levels integrated out).  For one factor D is
-diagonal and this is exact; for K >= 2 factors D^-1 B is obtained by a block-Jacobi
-preconditioned conjugate-gradient solve with the full D (cross-factor terms
-included), so cov_beta is exact to the solve tolerance.  se(a_l)^2 =
-1/D_ll + (B_l/D_ll)' cov_beta (B_l/D_ll): exact for one factor; for K >= 2 it
-neglects the cross-factor coupling of the level blocks (documented approximation,
-slightly small for levels whose rows share few other-factor levels).
+block.  cov_beta = (A - B'D^-1 B)^-1 (levels integrated out, the beta block of H^-1).
+* one factor: D is diagonal, everything is exact;
+* several factors with p + (levels outside the largest factor) <= EXACT_DENSE_LIMIT: the
+  largest factor (diagonal block) is eliminated and the small dense Schur complement is
+  inverted (:func:`level_schur`): cov_beta and every se are exact;
+* larger crossed designs: D^-1 B by conjugate gradients with the full D (one light pass
+  per iteration, two-level preconditioner), so cov_beta is exact to the solve tolerance;
+  se(a_l)^2 = 1/D_ll + (B_l/D_ll)' cov_beta (B_l/D_ll), which neglects the cross-factor
+  coupling of the level blocks (documented approximation; extra["se_exact"] is False).
+
+Storage and cost: rows are stored sorted by the factor with the most levels (its sums and
+gathers then stream through memory), constant X / unit weights / zero offset as single
+broadcast rows; per-thread accumulators are allocated once per fit.  A fit costs
+(n_iter + 1) full passes (exp and log1p per row for the logit) plus n_iter light passes
+(reduced Hessian), then the posterior (one light pass, plus the CG passes for large
+crossed designs) and one pass for eta/mu.  extra["n_passes"] counts the full passes.
 """
 from __future__ import annotations
 

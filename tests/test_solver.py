@@ -1,8 +1,6 @@
 """The re-encoding Newton solver against the independent exact solver (tests/exact.py)."""
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
