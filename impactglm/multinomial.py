@@ -583,6 +583,11 @@ class _Loop:
                 obj_t = self.logpost(ll_t, A_t, alpha_l)
                 if np.isfinite(obj_t) and obj_t >= obj - 1e-12 * (1.0 + abs(obj)):
                     break
+                # at the optimum the objective changes by less than its rounding; accept a
+                # step that does not worsen it beyond that and shrinks the gradient
+                if (np.isfinite(obj_t) and obj_t >= obj - 1e-10 * (1.0 + abs(obj))
+                        and _grad_max(gb_t, G_t, A_t, alpha_l) < 0.5 * gmax):
+                    break
                 t *= 0.5
             else:
                 warnings.warn("step halving failed to improve the log posterior; stopping",
@@ -779,6 +784,12 @@ def _beta_information(prob, beta, Ause):
     H = km.subspace_cross(P, prob.X, prob.gcodes, prob.w,
                           np.zeros((Ause.shape[0], 0, prob.C)), True)
     return np.triu(H) + np.triu(H, 1).T
+
+
+def _grad_max(gb, G, A, alpha_l) -> float:
+    """The largest absolute penalised gradient over beta[:, 1:] and every effect."""
+    gA = np.max(np.abs(G - alpha_l[:, None] * A), initial=0.0) if len(alpha_l) else 0.0
+    return max(float(np.max(np.abs(gb[:, 1:]), initial=0.0)), float(gA))
 
 
 def _dir_gradient(prob, Gpen, D):

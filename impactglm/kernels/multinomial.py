@@ -166,14 +166,18 @@ def _level_pass(X, beta, gcodes, A, y, w, offset, has_offset, want_hess, ksort, 
         Hloc = np.zeros((1, NT))
         cur = -1
         ll = 0.0
-        lo = t * n // T
+        comp = 0.0                       # Kahan compensation: the objective must resolve
+        lo = t * n // T                  # differences far below ulp(loglik) x rows
         hi = (t + 1) * n // T
         for i in range(lo, hi):
             _eta_row(i, X, beta, gcodes, A, offset, has_offset, eta)
             lse = _softmax(eta, prob)
             wi = w[i]
             yi = y[i]
-            ll += wi * (eta[yi] - lse)
+            term = wi * (eta[yi] - lse) - comp
+            tot = ll + term
+            comp = (tot - ll) - term
+            ll = tot
             for c in range(C):
                 r[c] = -wi * prob[c]
             r[yi] += wi
@@ -534,6 +538,7 @@ def _score_pass(X, beta, gcodes, A, y, w, offset, has_offset, T, conf_t, ll_t, p
         eta = np.empty(C)
         prob = np.empty(C)
         ll = 0.0
+        comp = 0.0                       # Kahan compensation
         lo = t * n // T
         hi = (t + 1) * n // T
         for i in range(lo, hi):
@@ -544,7 +549,10 @@ def _score_pass(X, beta, gcodes, A, y, w, offset, has_offset, T, conf_t, ll_t, p
                 if eta[c] > eta[best]:
                     best = c
             pred[i] = best
-            ll += w[i] * (eta[y[i]] - lse)
+            term = w[i] * (eta[y[i]] - lse) - comp
+            tot = ll + term
+            comp = (tot - ll) - term
+            ll = tot
             conf[y[i], best] += w[i]
         ll_t[t] = ll
     total = 0.0
