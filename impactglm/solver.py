@@ -373,6 +373,7 @@ def newton_loop(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: float
     first = True
     if st.G is None:
         prob.evaluate(st, lam_l, inv_phi)
+    _check_finite_state(st)
     st.max_grad, st.max_step = _certificate(prob, st, lam_l)
     _log(st, st.n_iter, 1.0, t0, verbose)
     for it in range(1, maxiter + 1):
@@ -394,6 +395,9 @@ def newton_loop(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: float
             Lk = L[sl]
             H[p + k * _J:p + (k + 1) * _J, p + k * _J:p + (k + 1) * _J] += Lk.T @ (lam_l[sl, None] * Lk)
             g[p + k * _J:p + (k + 1) * _J] = -(Lk.T @ b[sl])
+        if not (np.all(np.isfinite(H)) and np.all(np.isfinite(g))):
+            raise ModelError("the reduced Newton system is not finite (the linear predictor overflows); "
+                             "check the offset and the scale of the predictors")
         gamma = _solve_small(H, g)
         slope = float(g @ gamma)
         if not slope < 0:
@@ -410,7 +414,8 @@ def newton_loop(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: float
             st.beta = beta0 + t * step_b
             st.a = a0 + t * step_a
             prob.evaluate(st, lam_l, inv_phi)
-            if st.f <= f0 + 1e-4 * t * slope or abs(st.f - f0) <= 1e-13 * abs(f0):
+            ok = math.isfinite(st.f) and np.all(np.isfinite(st.G)) and np.all(np.isfinite(st.Xr))
+            if ok and (st.f <= f0 + 1e-4 * t * slope or abs(st.f - f0) <= 1e-13 * abs(f0)):
                 break
             t *= 0.5
             if t < 1e-10:
@@ -428,6 +433,15 @@ def newton_loop(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: float
     if st.max_step <= tol:
         st.converged = True
     return st
+
+
+def _check_finite_state(st: State) -> None:
+    """Raise ModelError if the row pass produced non-finite quantities."""
+    if not (math.isfinite(st.f) and np.all(np.isfinite(st.G)) and np.all(np.isfinite(st.W))
+            and np.all(np.isfinite(st.Xr))):
+        raise ModelError("the objective or its gradient is not finite at the starting values "
+                         "(the linear predictor overflows); check the offset and the scale of "
+                         "the predictors")
 
 
 def _log(st: State, it: int, step: float, t0: float, verbose: bool) -> None:
@@ -693,6 +707,10 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
             if fixed_scale:
                 break
             new = _gaussian_scale(prob, st, lam_l, 1.0 / phi)
+            if not (math.isfinite(new) and new > 1e-14 * max(float(np.var(prob.y)), 1e-300)):
+                raise ModelError("the gaussian ^ fit is (nearly) saturated: the residual variance "
+                                 "is ~0, so sigma^2 cannot be estimated; give scale= (the residual "
+                                 "variance) or smaller prior_sd")
             done = abs(new - phi) <= 1e-10 * phi
             phi = new
             st.G = None
@@ -710,7 +728,11 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
         warnings.warn(f"high-cardinality fit did not converge in {maxiter} iterations "
                       f"(certificate {st.max_step:.3g} > tol {tol:g}, max gradient {st.max_grad:.3g})",
                       ConvergenceWarning, stacklevel=2)
-    cov, se, se_exact = _posterior(prob, st, lam_l)
+    try:
+        cov, se, se_exact = _posterior(prob, st, lam_l)
+    except (linalg.LinAlgError, np.linalg.LinAlgError, ValueError) as exc:
+        raise ModelError(f"the penalised Hessian at the mode is singular or not finite ({exc}); "
+                         f"the fit is (nearly) saturated or the predictors are collinear") from exc
     eta, mu = prob.eta_mu(st)
     effects = []
     for k in range(K):

@@ -232,3 +232,25 @@ def test_gaussian_fixed_tau_scale_fixed_point():
     assert 0.7 < out.scale < 1.4                     # the simulated noise variance is 1
     ex = exact_fit(X, factors, y, None, None, "gaussian", [0.5], phi=out.scale)
     _assert_close(out.effects[0].effect, ex["effects"][0], EXACT_RTOL)
+
+
+def test_overflowing_offset_is_a_clear_error_or_finite():
+    rng = np.random.default_rng(0)
+    n = 300
+    c = rng.integers(0, 20, n).astype(np.int32)
+    y = rng.poisson(3.0, n).astype(float)
+    off = rng.normal(0.0, 300.0, n)
+    try:
+        out = fit_high_cardinality(None, [(c, 20)], y, None, off, "poisson", [0.5])
+    except ModelError as exc:
+        assert "overflow" in str(exc)
+    else:
+        assert np.all(np.isfinite(out.effects[0].effect)) and np.all(np.isfinite(out.cov_beta))
+
+
+def test_saturated_gaussian_fit_is_a_clear_error():
+    g = np.array([0, 0, 1, 1, 2, 2], dtype=np.int32)
+    h = np.array([0, 1, 0, 1, 0, 2], dtype=np.int32)
+    y = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 7.0])
+    with pytest.raises(ModelError, match="saturated"):
+        fit_high_cardinality(None, [(g, 3), (h, 3)], y, None, None, "gaussian", None)
