@@ -377,10 +377,34 @@ def fit_multinomial(X: np.ndarray, factors: Sequence[Any], y_codes: np.ndarray, 
     auto = np.array([isinstance(e, str) for e in prior], dtype=bool)
     alpha = np.array([RIDGE if e is None else (1.0 if isinstance(e, str) else 1.0 / e ** 2)
                       for e in prior], dtype=np.float64)
+    _warn_separated(prob, prior)
     beta, A = _start(prob, alpha)
     state = _Loop(prob, alpha, auto, tol, maxiter, verbose, callback)
     beta, A, alpha, converged, n_iter = state.run(beta, A)
     return _finish(prob, beta, A, alpha, auto, prior, converged, n_iter, state, exact_cov_limit, t0)
+
+
+def _warn_separated(prob: _Problem, prior) -> None:
+    """SeparationWarning for factors without a prior whose levels miss a class.
+
+    Without a prior the effect of a class that a level never shows tends to -infinity;
+    only the 1e-5 ridge keeps it finite (and huge).
+    """
+    from .errors import SeparationWarning
+
+    C = prob.C
+    for k, f in enumerate(prob.factors):
+        if prior[k] is not None:
+            continue
+        local = prob.gcodes[k].astype(np.int64) - prob.start[k]
+        nlc = np.bincount(local * C + prob.y, weights=prob.w, minlength=int(prob.q[k]) * C)
+        nlc = nlc.reshape(-1, C)
+        bad = int(np.sum((nlc.sum(axis=1) > 0) & (nlc <= 0).any(axis=1)))
+        if bad:
+            warnings.warn(f"^{f.name}: {bad} of {int(prob.q[k])} levels never show at least one "
+                          "class; with prior_sd=None their effects for those classes are held "
+                          "finite only by a 1e-5 ridge (give a prior_sd or 'auto')",
+                          SeparationWarning, stacklevel=3)
 
 
 def _check_offset(offset, n, C):

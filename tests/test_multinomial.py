@@ -329,6 +329,15 @@ def test_one_factor_schur_covariance_is_exact_at_scale_path(intercept_only):
     _close(out.effects[0].se.ravel(), np.sqrt(np.diag(cov)[oracle.pb:]), SE_RTOL_R)
 
 
+def test_no_prior_warns_about_levels_missing_a_class():
+    from impactglm.errors import SeparationWarning
+
+    codes = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2], dtype=np.int32)
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 0, 1], dtype=np.int32)
+    with pytest.warns(SeparationWarning, match="1 of 3 levels"):
+        fit_multinomial(np.ones((9, 1)), [(codes, 3)], y, 3, None, None, None, maxiter=3)
+
+
 def test_no_prior_uses_ridge_and_matches_oracle():
     X, codes, y, w = _problem(seed=3, n=900, q=(6,), tau=(0.6,))
     out = fit_multinomial(X, [(codes[0], 6)], y, 3, w, None, None, tol=1e-9)
