@@ -85,35 +85,72 @@ def plot_effects(res, name: str, n: int = 15, level: float = 0.95, klass: int | 
     return ax
 
 
-def plot_convergence(res, ax=None):
+def _solve_starts(log: pd.DataFrame, obj_col: str | None) -> np.ndarray:
+    """Row indices where a new solve starts in a log of several solves.
+
+    With ``prior_sd="auto"`` the log holds the solves of the tau search one after
+    another.  Each solve logs its starting state with the iteration number it starts
+    from, so a row whose iteration number does not increase starts a solve; it starts a
+    solve at a *new* tau when its objective differs from the previous row's (a resumed
+    solve at the same tau starts exactly where the last one stopped).
+    """
+    if obj_col is None or len(log) < 2:
+        return np.array([0])
+    f = log[obj_col].to_numpy(dtype=float)
+    if "iteration" in log:
+        it = log["iteration"].to_numpy()
+        restart = np.diff(it) <= 0
+    else:
+        restart = np.ones(len(f) - 1, dtype=bool)
+    changed = np.abs(np.diff(f)) > 1e-12 * np.maximum(np.abs(f[1:]), 1.0)
+    if "iteration" not in log:
+        changed &= np.diff(f) > 0          # within one solve the objective never rises
+    return np.r_[0, np.flatnonzero(restart & changed) + 1]
+
+
+def plot_convergence(res, solve: str = "last", ax=None):
     """Max |penalised gradient| (left, log scale) and the objective gap f_k - f_final
     (right, log scale) per iteration, from ``res.iteration_log``.
 
-    IRLS fits log the deviance and its relative change instead; they are plotted in
-    the same places.  Returns the left Axes; the right one is ``ax.right_ax``.
+    ``solve="last"`` (default) shows the final solve only (with ``prior_sd="auto"`` the
+    log also holds the solves of the tau search, each at another tau, so their
+    objectives are not comparable); ``solve="all"`` shows the gradient over the whole
+    log with a dotted line where each solve starts.  IRLS fits log the deviance and its
+    relative change instead; they are plotted in the same places.  Returns the left
+    Axes; the right one is ``ax.right_ax``.
     """
+    if solve not in ("last", "all"):
+        raise ModelError(f"solve must be 'last' or 'all', not {solve!r}")
     log = res.iteration_log
     if log is None or len(log) == 0:
         raise ModelError("this fit has no iteration log to plot")
-    it = log["iteration"].to_numpy() if "iteration" in log else np.arange(1, len(log) + 1)
     grad_col = next((c for c in ("max_grad", "rel_change", "max_step") if c in log), None)
     obj_col = next((c for c in ("objective", "deviance") if c in log), None)
+    starts = _solve_starts(log, obj_col)
+    if solve == "last":
+        log = log.iloc[starts[-1]:]
+    x = np.arange(len(log))
     ax = _axes(ax, (6.5, 3.8))
     if grad_col is not None:
         g = np.abs(log[grad_col].to_numpy(dtype=float))
-        ax.semilogy(it, np.where(g > 0, g, np.nan), "o-", color="C0", ms=3,
+        ax.semilogy(x, np.where(g > 0, g, np.nan), "o-", color="C0", ms=3,
                     label=grad_col.replace("_", " "))
         ax.set_ylabel(grad_col.replace("_", " ") + " (log)", color="C0")
-    ax.set_xlabel("iteration")
-    if obj_col is not None:
+    ax.set_xlabel("iteration" + (" (all solves)" if solve == "all" else ""))
+    if solve == "all":
+        for s in starts[1:]:
+            ax.axvline(s - 0.5, color="0.6", lw=0.6, ls=":")
+    elif obj_col is not None:
         f = log[obj_col].to_numpy(dtype=float)
         gap = f - np.nanmin(f)
         right = ax.twinx()
-        right.semilogy(it, np.where(gap > 0, gap, np.nan), "s--", color="C1", ms=3,
+        right.semilogy(x, np.where(gap > 0, gap, np.nan), "s--", color="C1", ms=3,
                        label=f"{obj_col} - final")
         right.set_ylabel(f"{obj_col} - min (log)", color="C1")
         ax.right_ax = right
-    ax.set_title("convergence", fontsize=9)
+    searched = f" after {len(starts) - 1} solves of the tau search" if len(starts) > 1 else ""
+    ax.set_title(("convergence of the final solve" + searched) if solve == "last"
+                 else f"convergence, {len(starts)} solves", fontsize=9)
     ax.grid(True, which="major", alpha=0.3)
     return ax
 

@@ -73,6 +73,24 @@ def test_plot_convergence_draws_the_iteration_log(fit):
     assert ax.get_yscale() == "log"
 
 
+def test_plot_convergence_splits_the_tau_search_into_solves():
+    """With prior_sd="auto" the log holds several solves; the default shows the last one,
+    whose objective never rises and ends at the fit's certificate."""
+    sim = ig.make_ratings(3000, 80, 60, kind="binary", seed=5)
+    res = ig.glm("y ~ ^UserID + ^MovieID", sim.data, family="binomial").fit()
+    log = res.iteration_log
+    starts = plots._solve_starts(log, "objective")
+    assert len(starts) > 1                      # the tau search ran several solves
+    last = log.iloc[starts[-1]:]
+    assert np.all(np.diff(last["objective"]) <= 1e-9 * abs(last["objective"].iloc[0]))
+    ax = res.plot_convergence()
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), last["max_grad"].to_numpy())
+    ax = res.plot_convergence(solve="all")
+    assert len(ax.lines[0].get_ydata()) == len(log)
+    with pytest.raises(ModelError):
+        res.plot_convergence(solve="first")
+
+
 def test_plot_convergence_of_an_irls_fit():
     rng = np.random.default_rng(0)
     import pandas as pd
