@@ -296,3 +296,29 @@ def test_perfect_gaussian_fit_is_a_fit_or_a_clear_error(data, formula, prior):
         assert str(exc)
     else:
         assert_finite(res)
+
+
+# --------------------------------------------------------------------------- multinomial
+
+
+@pytest.mark.xfail(reason="multinomial.py: completely separated classes report converged=True "
+                          "with no SeparationWarning (the MLE is infinite)", strict=False)
+def test_multinomial_complete_separation_warns(rng):
+    x = np.r_[rng.normal(-5, 0.3, 30), rng.normal(0, 0.3, 30), rng.normal(5, 0.3, 30)]
+    d = pd.DataFrame({"x": x, "y": np.repeat([0, 1, 2], 30)})
+    _, res, caught = fit("y ~ x", d, family="multinomial")
+    assert np.all(np.isfinite(np.asarray(res.params)))
+    assert kinds(caught) & {SeparationWarning, ConvergenceWarning}
+
+
+@pytest.mark.xfail(reason="multinomial.py: 15 rows and 31 coefficients per class fit "
+                          "'converged' with no error or warning; IRLS raises ModelError "
+                          "('rows with positive weight cannot identify ... coefficients')",
+                   strict=False)
+def test_multinomial_more_coefficients_than_rows_is_an_error():
+    rng = np.random.RandomState(42)
+    d = pd.DataFrame(rng.rand(15, 30), columns=[f"x{j}" for j in range(30)])
+    d["y"] = rng.randint(0, 3, 15)
+    formula = "y ~ " + " + ".join(f"x{j}" for j in range(30))
+    with pytest.raises(ModelError):
+        ig.glm(formula, d, family="multinomial").fit()
