@@ -38,7 +38,7 @@ try:
     from sklearn.base import BaseEstimator, TransformerMixin
     from sklearn.model_selection import KFold, StratifiedKFold, check_cv
     from sklearn.utils.multiclass import type_of_target
-    from sklearn.utils.validation import check_is_fitted
+    from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("impactglm.encoder needs scikit-learn: pip install 'impactglm[sklearn]'"
                       ) from exc
@@ -178,8 +178,6 @@ class ImpactEncoder(TransformerMixin, BaseEstimator):
         Row i's code comes from the folds that do not contain row i, so it never
         uses row i's own outcome.
         """
-        if y is None:
-            raise DataError("ImpactEncoder needs the outcome y to fit")
         frame, y_arr, w = self._prepare_fit(X, y, sample_weight)
         self._fit_full(frame, y_arr, w)
         out = {c: np.zeros((len(frame), self._n_code_columns())) for c in self.columns_}
@@ -223,6 +221,9 @@ class ImpactEncoder(TransformerMixin, BaseEstimator):
         return tags
 
     def _prepare_fit(self, X, y, sample_weight):
+        if y is None:
+            raise DataError(f"{type(self).__name__} requires y to be passed, but the target y "
+                            "is None")
         if self.family not in _FAMILIES:
             raise ModelError(f"family must be one of {_FAMILIES}, not {self.family!r}")
         if not (self.prior_sd == "auto" or (np.isscalar(self.prior_sd)
@@ -237,31 +238,30 @@ class ImpactEncoder(TransformerMixin, BaseEstimator):
             w = np.asarray(sample_weight, dtype=float).reshape(-1)
             if len(w) != len(frame) or not np.all(np.isfinite(w)) or np.any(w < 0):
                 raise DataError("sample_weight must be finite, non-negative, one per row")
+            if not np.any(w > 0):
+                raise DataError("sample_weight is zero for every row: nothing to fit")
         return frame, y_arr, w
 
     def _as_frame(self, X, fitting: bool) -> pd.DataFrame:
-        """A DataFrame view of X (never modified) and, when fitting, the columns."""
+        """A DataFrame view of X (never modified) and, when fitting, the columns.
+
+        scikit-learn's ``validate_data`` checks (and on fit records) the number and
+        names of the features; arrays are checked as arrays (2-d, not sparse, NaN
+        allowed: a missing value is a level), DataFrames are used as they are.
+        """
         if isinstance(X, pd.DataFrame):
+            validate_data(self, X, reset=fitting, skip_check_array=True)
             frame = X
         else:
-            arr = np.asarray(X, dtype=object) if not hasattr(X, "dtype") else np.asarray(X)
-            if arr.ndim != 2:
-                raise DataError(f"X must be 2-dimensional, got shape {arr.shape}")
+            arr = validate_data(self, X, reset=fitting, dtype=None, accept_sparse=False,
+                                ensure_all_finite="allow-nan")
             frame = pd.DataFrame(arr)
         if len(frame) == 0:
-            raise DataError("X has no rows")
+            raise DataError("X has 0 samples; at least one is required")
         if fitting:
             self._input_names = list(frame.columns)
-            self.n_features_in_ = frame.shape[1]
-            if isinstance(X, pd.DataFrame):
-                self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
-            elif hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
             self.columns_ = self._resolve_columns(frame, X)
         else:
-            if frame.shape[1] != self.n_features_in_:
-                raise DataError(f"X has {frame.shape[1]} columns; the encoder was fitted on "
-                                f"{self.n_features_in_}")
             missing = [c for c in self.columns_ if c not in frame.columns]
             if missing:
                 raise ColumnNotFoundError(missing[0], frame.columns)

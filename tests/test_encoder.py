@@ -11,10 +11,24 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import log_loss  # noqa: E402
 from sklearn.model_selection import KFold  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from conftest import EXACT_RTOL  # noqa: E402
 from impactglm.encoder import ImpactEncoder  # noqa: E402
 from impactglm.errors import ColumnNotFoundError, DataError, ModelError  # noqa: E402
+
+
+# fit_transform cross-fits, so it differs from fit(X, y).transform(X) by design (as
+# scikit-learn's own TargetEncoder); these two checks assume they agree.
+_CROSS_FIT = "fit_transform cross-fits by design: it differs from fit(X, y).transform(X)"
+EXPECTED_FAILED = {"check_transformer_general": _CROSS_FIT,
+                   "check_transformer_data_not_an_array": _CROSS_FIT}
+
+
+@parametrize_with_checks([ImpactEncoder(cv=3)],
+                         expected_failed_checks=lambda est: dict(EXPECTED_FAILED))
+def test_sklearn_compatible_transformer(estimator, check):
+    check(estimator)
 
 
 def _expit(x):
@@ -215,8 +229,10 @@ def test_bad_input_raises_clear_errors(small):
     with pytest.raises(DataError):
         ImpactEncoder(family="binomial").fit(X, np.arange(len(y)) % 3)
     enc = ImpactEncoder().fit(X, y)
-    with pytest.raises(DataError, match="columns"):
+    with pytest.raises(ValueError, match="missing:\n- x"):   # scikit-learn's own check
         enc.transform(X[["g"]])
+    with pytest.raises(ValueError, match="3 features"):
+        ImpactEncoder(columns=[0]).fit(X.to_numpy(), y).transform(X.to_numpy()[:, [0, 1, 1]])
 
 
 def _naive_target_encoding(train: pd.Series, y: np.ndarray, test: pd.Series):

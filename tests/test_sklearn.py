@@ -24,7 +24,9 @@ from impactglm.sklearn import ImpactGLMClassifier, ImpactGLMRegressor  # noqa: E
 EXPECTED_FAILED = {
     "check_sample_weight_equivalence_on_dense_data":
         "the check fits 15 rows with 30 features: an unpenalised GLM (R's glm defaults, no "
-        "hidden penalty on beta) is not identifiable there and raises ModelError",
+        "hidden penalty on beta) is not identifiable there and raises ModelError.  (The "
+        "classifier's multinomial path currently fits it anyway -- a reported multinomial gap, "
+        "see tests/test_safety.py -- so it XPASSes for the classifier.)",
 }
 
 
