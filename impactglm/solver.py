@@ -211,6 +211,8 @@ class LevelProblem:
             self.perm = KL.counting_sort(c0, int(self.q[k_sort]))
         else:
             self.perm = np.empty(0, dtype=np.int64)
+        # the caller's arrays (references, never modified) for the final pass in caller order
+        self._caller = (X, y, off, [np.asarray(c) for c, _ in facs]) if len(self.perm) else None
         self.X = self._take(X)
         self.y = self._take(y)
         self.pw = self._take(pw)
@@ -295,10 +297,21 @@ class LevelProblem:
         return wy, w
 
     def eta_mu(self, st: State) -> tuple[np.ndarray, np.ndarray]:
-        """eta and mu in the caller's row order."""
+        """eta and mu in the caller's row order (a sequential pass over the caller's arrays
+        when the rows were sorted: no scattered writes)."""
         eta, mu = np.empty(self.n), np.empty(self.n)
-        KL.eta_pass(self.X, st.beta, self.offset, self.gidx, st.a, self.y, self.pw, self.fam,
-                    self.link, self.perm, eta, mu)
+        none = np.empty(0, dtype=np.int64)
+        if self._caller is None:
+            KL.eta_pass(self.X, st.beta, self.offset, self.gidx, st.a, self.y, self.pw, self.fam,
+                        self.link, none, eta, mu)
+            return eta, mu
+        X, y, off, codes = self._caller
+        g = np.empty((self.n, self.K), dtype=self.gidx.dtype)
+        for k, c in enumerate(codes):
+            g[:, k] = c
+            g[:, k] += self.starts[k]
+        KL.eta_pass(np.ascontiguousarray(X), st.beta, off, g, st.a, y, self.pw, self.fam, self.link,
+                    none, eta, mu)
         return eta, mu
 
     # -- helpers -------------------------------------------------------------------------
@@ -466,9 +479,14 @@ def _posterior(prob: LevelProblem, st: State, lam_l: np.ndarray):
         parts = level_schur(prob, Dd, include_beta=True)
         if parts is not None:
             return _posterior_exact(prob, Dd, *parts)
-    B = np.empty((Q, p))
-    KL.level_xw_pass(prob.X, prob.gidx, prob.w, B)
-    A = prob.reduced_hessian(np.zeros((Q, 0)))             # X'WX
+    if prob.X.shape[0] == 1:                                # constant rows: no pass needed
+        x0 = prob.X[0]
+        B = st.W[:, None] * x0[None, :]
+        A = np.outer(x0, x0) * float(st.W[prob.starts[0]:prob.starts[1]].sum())
+    else:
+        B = np.empty((Q, p))
+        KL.level_xw_pass(prob.X, prob.gidx, prob.w, B)
+        A = prob.reduced_hessian(np.zeros((Q, 0)))         # X'WX
     if prob.K == 1:
         DinvB = B / Dd[:, None]
     else:

@@ -254,3 +254,29 @@ def test_saturated_gaussian_fit_is_a_clear_error():
     y = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 7.0])
     with pytest.raises(ModelError, match="saturated"):
         fit_high_cardinality(None, [(g, 3), (h, 3)], y, None, None, "gaussian", None)
+
+
+def test_sorted_storage_returns_caller_order(monkeypatch):
+    """Large problems are stored sorted by the largest factor; eta, mu and effects come back in
+    the caller's order and equal a direct computation."""
+    rng = np.random.default_rng(7)
+    n = 60_000
+    c1 = rng.integers(0, 900, n).astype(np.int32)
+    c2 = rng.integers(0, 40, n).astype(np.int32)
+    X = np.column_stack([np.ones(n), rng.normal(size=n)])
+    off = rng.normal(0, 0.1, n)
+    w = rng.uniform(0.5, 1.5, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(0.3 * X[:, 1] + rng.normal(0, 0.7, 900)[c1])))).astype(float)
+    out = fit_high_cardinality(X, [(c1, 900), (c2, 40)], y, w, off, "binomial", [0.7, 0.4], tol=1e-10)
+    eta = off + X @ out.beta + out.effects[0].effect[c1] + out.effects[1].effect[c2]
+    np.testing.assert_allclose(out.eta, eta, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out.mu, 1 / (1 + np.exp(-eta)), rtol=1e-12)
+    np.testing.assert_array_equal(out.effects[0].counts, np.bincount(c1, minlength=900))
+    import impactglm.solver as S
+    monkeypatch.setattr(S.LevelProblem, "SORT_MIN_ROWS", 10 ** 9)             # unsorted storage
+    ref = fit_high_cardinality(X, [(c1, 900), (c2, 40)], y, w, off, "binomial", [0.7, 0.4], tol=1e-10)
+    np.testing.assert_allclose(out.beta, ref.beta, rtol=1e-8)
+    for a, b in zip(out.effects, ref.effects):
+        np.testing.assert_allclose(a.effect, b.effect, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(a.se, b.se, rtol=1e-8)
+    np.testing.assert_allclose(out.cov_beta, ref.cov_beta, rtol=1e-8)
