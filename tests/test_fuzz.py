@@ -389,13 +389,6 @@ def test_fit_path_gives_a_certified_result_or_an_impactglm_error(case):
         except ImpactGLMError:
             EXAMPLES["fit: random small data -> ImpactGLMError"] += 1
             return
-        except np.linalg.LinAlgError:
-            # Known solver gap (xfail in test_safety.py::test_perfect_gaussian_fit_...):
-            # a (nearly) saturated gaussian fit has residual variance ~0 and the posterior
-            # variances raise a raw LinAlgError.  Counted, not failed.
-            assert family == "gaussian", (formula, family, prior)
-            EXAMPLES["fit: random small data -> raw LinAlgError (solver gap)"] += 1
-            return
     params = np.asarray(res.params)
     assert np.all(np.isfinite(params)), (formula, family, prior, res.params)
     for e in res.factor_effects:

@@ -221,9 +221,6 @@ def test_all_zero_weights_raise_without_factors(rng):
         ig.glm("y ~ x", d, family="binomial", weights=np.zeros(50)).fit()
 
 
-@pytest.mark.xfail(reason="solver.py: all-zero weights with a ^ factor fit silently "
-                          "(irls.null_deviance divides 0/0) instead of raising like IRLS",
-                   strict=False)
 def test_all_zero_weights_raise_with_a_factor(rng):
     d = pd.DataFrame({"x": rng.normal(size=50), "y": (rng.random(50) < 0.5) * 1.0,
                       "g": rng.integers(0, 5, 50)})
@@ -257,10 +254,7 @@ def test_constant_extreme_offset_moves_only_the_intercept(rng, family, offset, f
 
 @pytest.mark.parametrize("spread", [
     30.0,
-    pytest.param(300.0, marks=pytest.mark.xfail(
-        reason="solver.py: exp(eta) overflows and newton_loop -> _solve_small -> scipy eigh "
-               "raises a raw ValueError('array must not contain infs or NaNs') instead of an "
-               "ImpactGLMError (IRLS raises ModelError here)", strict=False)),
+    300.0,   # exp(eta) overflows: a clear ModelError (was a raw scipy ValueError)
 ])
 def test_wild_row_offsets_poisson_are_finite_or_a_clear_error(rng, spread):
     n = 300
@@ -277,10 +271,7 @@ def test_wild_row_offsets_poisson_are_finite_or_a_clear_error(rng, spread):
         assert_finite(res)
 
 
-@pytest.mark.xfail(reason="solver.py: a (nearly) saturated gaussian ^ fit has residual "
-                          "variance ~0 (sigma^2 = RSS/(n - p - edf)); _posterior_exact -> "
-                          "schur_inverse_diag raises a raw numpy LinAlgError instead of an "
-                          "ImpactGLMError (or a fit)", strict=False)
+# (nearly) saturated gaussian fits: residual variance ~0 (was a raw LinAlgError)
 @pytest.mark.parametrize("data,formula,prior", [
     ({"g": [0, 0, 1, 1, 2, 2], "h": ["a", "b", "a", "b", "a", "c"],
       "y": [1.0, 2.0, 3.0, 4.0, 5.0, 7.0]}, "y ~ ^g + ^h", None),
