@@ -275,12 +275,44 @@ class LevelProblem:
         st.f = 0.5 * st.dev * inv_phi + 0.5 * float(np.dot(lam_l * st.a, st.a))
         st.n_passes += 1
 
-    def reduced_hessian(self, L: np.ndarray) -> np.ndarray:
-        """D'WD for D = [X | L[gidx[:,0]] | ... ] at the stored weights (light pass)."""
-        m = self.p + self.K * L.shape[1]
+    def reduced_hessian(self, L: np.ndarray, W: np.ndarray | None = None) -> np.ndarray:
+        """D'WD for D = [X | L[gidx[:,0]] | ... ] at the stored weights (light pass).
+
+        With constant X rows (x_i = x0) and W the level sums of the stored weights, only
+        the cross-factor blocks need the rows (:func:`~impactglm.kernels.levels.cross_pass`,
+        J^2 products per row and factor pair); the others are level sums:
+        X'WX = x0 x0' sum_l W_l (any one factor's levels), X'W L_k = x0 (W_k' L_k),
+        L_k'W L_k = L_k' diag(W_k) L_k.
+        """
+        J = L.shape[1]
+        m = self.p + self.K * J
         H = np.empty((m, m))
-        acc = self.accH if m == self.m else np.empty((self.T, m, m))
-        KL.hess_pass(self.X, self.gidx, self.w, L, acc, H)
+        if W is None or self.X.shape[0] != 1 or J == 0:
+            acc = self.accH if m == self.m else np.empty((self.T, m, m))
+            KL.hess_pass(self.X, self.gidx, self.w, L, acc, H)
+            return H
+        p, K, starts = self.p, self.K, self.starts
+        x0 = self.X[0]
+        H[:p, :p] = np.outer(x0, x0) * float(W[starts[0]:starts[1]].sum())
+        for k in range(K):
+            sl = slice(starts[k], starts[k + 1])
+            bk = slice(p + k * J, p + (k + 1) * J)
+            WL = W[sl, None] * L[sl]
+            H[bk, bk] = L[sl].T @ WL
+            H[:p, bk] = np.outer(x0, WL.sum(axis=0))
+            H[bk, :p] = H[:p, bk].T
+        if K > 1:
+            npairs = K * (K - 1) // 2
+            C = np.empty((npairs, J, J))
+            KL.cross_pass(self.gidx, self.w, np.ascontiguousarray(L), np.empty((self.T, npairs, J, J)), C)
+            q = 0
+            for k in range(K):
+                for k2 in range(k + 1, K):
+                    bk = slice(p + k * J, p + (k + 1) * J)
+                    b2 = slice(p + k2 * J, p + (k2 + 1) * J)
+                    H[bk, b2] = C[q]
+                    H[b2, bk] = C[q].T
+                    q += 1
         return H
 
     def hv(self, vb: np.ndarray, va: np.ndarray, lam_l: np.ndarray):
@@ -400,7 +432,7 @@ def newton_loop(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: float
         if prev is None and not first:
             L[:, 1] = 0.0
         first = False
-        H = prob.reduced_hessian(L)
+        H = prob.reduced_hessian(L, st.W)
         g = np.empty(prob.m)
         g[:p] = -st.Xr
         for k in range(K):

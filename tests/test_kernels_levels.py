@@ -138,3 +138,19 @@ def test_level_sums_sort_gather_match_numpy():
     out = np.empty(len(y))
     KL.gather_rows(y, perm, out)
     np.testing.assert_array_equal(out, KL.gather_rows_numpy(y, perm))
+
+
+def test_cross_pass_matches_numpy():
+    """Cross-factor blocks sum_i w_i L[g_ik] L[g_ik']' for every factor pair."""
+    X, beta, offset, gidx, a, y, pw, Q, T = _problem(LK.FAMILY_BINOMIAL, LK.LINK_LOGIT)
+    rng = np.random.default_rng(2)
+    L = rng.normal(size=(Q, 3))
+    K = gidx.shape[1]
+    P = K * (K - 1) // 2
+    C = np.empty((P, 3, 3))
+    KL.cross_pass(gidx, pw, L, np.empty((T, P, 3, 3)), C)
+    np.testing.assert_allclose(C, KL.cross_pass_numpy(gidx, pw, L), rtol=KERNEL_RTOL)
+    # the blocks are the off-diagonal factor blocks of the full reduced Hessian
+    H = KL.hess_pass_numpy(X, gidx, pw, L)
+    p = X.shape[1]
+    np.testing.assert_allclose(C[0], H[p:p + 3, p + 3:p + 6], rtol=1e-10)

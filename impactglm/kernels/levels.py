@@ -46,7 +46,7 @@ from numba import njit, prange
 from . import links as LK
 
 __all__ = ["row_quantities", "row_pass", "row_pass_numpy", "hess_pass", "hess_pass_numpy",
-           "hv_pass", "hv_pass_numpy", "level_xw_pass", "level_xw_pass_numpy",
+           "hv_pass", "hv_pass_numpy", "cross_pass", "cross_pass_numpy", "level_xw_pass", "level_xw_pass_numpy",
            "row_quantities_numpy", "eta_pass", "eta_pass_numpy", "level_sums", "level_sums_numpy",
            "counting_sort", "counting_sort_numpy", "gather_rows", "gather_rows_numpy"]
 
@@ -302,6 +302,59 @@ def hess_pass(X, gidx, w, L, accH, H):
                 s += accH[t, u, v]
             H[u, v] = s
             H[v, u] = s
+
+
+@njit(cache=True, parallel=True)
+def cross_pass(gidx, w, L, accC, C):
+    """Cross-factor blocks of the reduced Hessian: for every pair of factors k < k'
+    (pair index in row-major order over the strict upper triangle),
+
+        C[pair, u, v] = sum_i w_i L[gidx[i, k], u] L[gidx[i, k'], v].
+
+    With constant X rows these are the only blocks of D'WD that need the rows: the
+    others follow from the level weight sums W (see ``reduced_hessian`` in the solver).
+    accC (T, npairs, J, J) workspace, C (npairs, J, J) output.
+    """
+    n = w.shape[0]
+    T = accC.shape[0]
+    P = accC.shape[1]
+    J = L.shape[1]
+    K = gidx.shape[1]
+    chunk = (n + T - 1) // T
+    for t in prange(T):
+        c = accC[t]
+        for q in range(P):
+            for u in range(J):
+                for v in range(J):
+                    c[q, u, v] = 0.0
+        lo = t * chunk
+        hi = min(n, lo + chunk)
+        for i in range(lo, hi):
+            wi = w[i]
+            q = 0
+            for k in range(K):
+                ck = gidx[i, k]
+                for k2 in range(k + 1, K):
+                    c2 = gidx[i, k2]
+                    for u in range(J):
+                        du = wi * L[ck, u]
+                        for v in range(J):
+                            c[q, u, v] += du * L[c2, v]
+                    q += 1
+    for q in range(P):
+        for u in range(J):
+            for v in range(J):
+                s = 0.0
+                for t in range(T):
+                    s += accC[t, q, u, v]
+                C[q, u, v] = s
+
+
+def cross_pass_numpy(gidx, w, L):
+    """Twin of :func:`cross_pass`: returns C (npairs, J, J)."""
+    K = gidx.shape[1]
+    out = [L[gidx[:, k]].T @ (w[:, None] * L[gidx[:, k2]]) for k in range(K) for k2 in range(k + 1, K)]
+    return np.array(out).reshape(len(out), L.shape[1], L.shape[1])
 
 
 def _directions_numpy(X, gidx, L):
