@@ -664,7 +664,8 @@ def _progress(desc: str, quiet: bool, iterations: bool):
             yield None
         return
     from tqdm.auto import tqdm
-    bar = tqdm(total=None, desc=desc, unit=" it", file=sys.stderr, leave=False)
+    bar = tqdm(total=None, desc=desc, unit=" it", file=sys.stderr, leave=False,
+               mininterval=0)  # iterations are rare: draw every one
 
     def callback(row: Any) -> None:
         info = row if isinstance(row, dict) else {}
