@@ -115,7 +115,7 @@ def row_quantities_numpy(eta: np.ndarray, y: np.ndarray, fam: int, link: int):
     return mu, me * me / v, (y - mu) * me / v, LK.unit_deviance_numpy(y, mu, fam)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _eta(i, X, beta, offset, gidx, a):
     if offset.shape[0] > 1:
         e = offset[i]
