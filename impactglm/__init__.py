@@ -19,7 +19,7 @@ _LAZY = {
     "lmm": ("impactglm.lmm", "lmm"),
     "LMM": ("impactglm.lmm", "LMM"),
     "load": ("impactglm.serialize", "load"),
-    "evaluate": ("impactglm.evaluate", "evaluate"),
+    "evaluate": ("impactglm.metrics", "evaluate"),
     "read_table": ("impactglm.io", "read_table"),
     "make_ratings": ("impactglm.simulate", "make_ratings"),
     "parse_formula": ("impactglm.formula", "parse_formula"),

@@ -550,7 +550,7 @@ SCORE_CHUNK = 1_000_000   # rows scored at a time: bounds the memory of the (n, 
 
 def _evaluate(res: Any, data: pd.DataFrame) -> dict:
     """evaluate(res, data) as a dict of the additive pieces _combine_metrics needs."""
-    from .evaluate import evaluate
+    from .metrics import evaluate
 
     m = evaluate(res, data)
     get = m.get if hasattr(m, "get") else (lambda k, d=None: getattr(m, k, d))

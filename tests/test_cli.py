@@ -509,7 +509,7 @@ def test_chunked_scoring_equals_one_piece(capsys, tmp_path, ratings, fitted, ref
     assert len(result) == len(ratings)
     np.testing.assert_allclose(result.iloc[:, :10].to_numpy(),
                                reference.predict(ratings).to_numpy(), rtol=1e-9, atol=1e-15)
-    from impactglm.evaluate import evaluate
+    from impactglm.metrics import evaluate
     whole = evaluate(reference, ratings)
     line = [x for x in out.splitlines() if x.startswith("on ")][0]
     assert f"accuracy {whole.accuracy:,.6g}" in line

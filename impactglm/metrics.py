@@ -10,6 +10,7 @@ Levels of ``^`` factors unseen at fit time get effect 0 and are counted in
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from .errors import ModelError
 from .multinomial_results import Metrics, MultinomialResults, metrics_from_scores
@@ -29,7 +30,10 @@ def evaluate(res, data) -> Metrics:
         raise ModelError(f"the data have no outcome column {spec.response!r}")
     y = np.asarray(nd.y, dtype=np.float64)
     w = np.ones(len(y)) if nd.weights is None else np.asarray(nd.weights, dtype=np.float64)
-    mu = np.asarray(res.predict(data, which="mean"), dtype=np.float64)
+    rows = _as_frame(data)
+    if nd.positions is not None:      # rows with an NA outcome are left out, as in the fit
+        rows = rows.iloc[nd.positions]
+    mu = np.asarray(res.predict(rows, which="mean"), dtype=np.float64)
     fam = res.family
     dev = float(fam.deviance(y, mu, w))
     unseen = dict(getattr(res, "last_unseen", {}) or {})
@@ -46,3 +50,12 @@ def evaluate(res, data) -> Metrics:
         return Metrics(int(np.sum(w > 0)), float(w.sum()), None, -ll / float(w.sum()), dev, None,
                        unseen)
     return Metrics(int(np.sum(w > 0)), float(w.sum()), None, None, dev, None, unseen)
+
+
+def _as_frame(data) -> pd.DataFrame:
+    """``data`` as a DataFrame (a pyarrow Table or a dict of columns are accepted too)."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    if hasattr(data, "to_pandas"):
+        return data.to_pandas()
+    return pd.DataFrame(data)
