@@ -230,6 +230,17 @@ def row_pass_numpy(X, beta, offset, gidx, a, y, pw, fam, link, inv_phi, Q):
     return dev, G, Wl, X.T @ r, (X * X).T @ w, w
 
 
+@njit(cache=True, inline="always")
+def _mean(eta: float, y: float, fam: int, link: int) -> float:
+    """mu = g^-1(eta) alone (the same arithmetic as :func:`row_quantities` for the logit,
+    without its weight and deviance)."""
+    if fam == LK.FAMILY_BINOMIAL and link == LK.LINK_LOGIT:
+        t = math.exp(-abs(eta))
+        opt = 1.0 + t
+        return 1.0 / opt if eta >= 0.0 else t / opt
+    return row_quantities(eta, y, fam, link)[0]
+
+
 @njit(cache=True, parallel=True)
 def eta_pass(X, beta, offset, gidx, a, y, pw, fam, link, perm, eta_out, mu_out):
     """eta_i and mu_i for every row, written to position perm[i] (perm of length 0: i)."""
@@ -237,13 +248,13 @@ def eta_pass(X, beta, offset, gidx, a, y, pw, fam, link, perm, eta_out, mu_out):
     if perm.shape[0] > 0:
         for i in prange(n):
             e = _eta(i, X, beta, offset, gidx, a)
-            mu = row_quantities(e, y[i], fam, link)[0]
+            mu = _mean(e, y[i], fam, link)
             eta_out[perm[i]] = e
             mu_out[perm[i]] = mu
     else:
         for i in prange(n):
             e = _eta(i, X, beta, offset, gidx, a)
-            mu = row_quantities(e, y[i], fam, link)[0]
+            mu = _mean(e, y[i], fam, link)
             eta_out[i] = e
             mu_out[i] = mu
 
