@@ -219,7 +219,11 @@ class LevelProblem:
         self.offset = self._take(off)
         gidx = np.empty((n, self.K), dtype=np.int32 if self.Q < 2 ** 31 else np.int64)
         for k, (codes, _) in enumerate(facs):
-            col = self._take(np.ascontiguousarray(codes)) if len(self.perm) else codes
+            if len(self.perm) and k == k_sort:     # sorted codes: each level repeated its count times
+                q_s = int(self.q[k])
+                col = np.repeat(np.arange(q_s, dtype=gidx.dtype), np.bincount(c0, minlength=q_s))
+            else:
+                col = self._take(np.ascontiguousarray(codes)) if len(self.perm) else codes
             gidx[:, k] = col
             gidx[:, k] += self.starts[k]
         self.gidx = gidx
