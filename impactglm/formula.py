@@ -140,43 +140,47 @@ def parse_formula(text: str, require_response: bool = True) -> ParsedFormula:
 # --------------------------------------------------------------------------- helpers
 
 
-def _top_level_chars(s: str):
-    """Yield (index, char) for characters outside parentheses and quotes."""
+def _scan(s: str):
+    """Yield (index, char, depth) for characters outside quotes; depth counts the
+    parentheses open before the character (a ')' is reported at the inner depth).
+    Ends with (len(s), None, depth) or (quote position, quote char, -1) if a quote is open."""
     depth, quote = 0, None
     for i, c in enumerate(s):
-        if quote:
-            if c == quote:
+        if quote is not None:
+            if c == s[quote]:
                 quote = None
             continue
         if c in "'\"`":
-            quote = c
-        elif c == "(":
-            depth += 1
-        elif c == ")":
+            quote = i
+            continue
+        if c == ")":
             depth -= 1
-        elif depth == 0:
+        yield i, c, depth
+        if c == "(":
+            depth += 1
+    yield (quote, s[quote], -1) if quote is not None else (len(s), None, depth)
+
+
+def _top_level_chars(s: str):
+    """Yield (index, char) for characters outside parentheses and quotes."""
+    for i, c, depth in _scan(s):
+        if depth == 0 and c not in (None, "(", ")"):
             yield i, c
 
 
 def _check_parentheses(text: str) -> None:
-    stack, quote = [], None
-    for i, c in enumerate(text):
-        if quote:
-            if c == quote:
-                quote = None
-            continue
-        if c in "'\"`":
-            quote = c
-        elif c == "(":
-            stack.append(i)
+    opened = []
+    for i, c, depth in _scan(text):
+        if depth == -1 and c is not None and c in "'\"`":
+            raise FormulaError("unclosed quote", text, i)
+        if c == "(":
+            opened.append(i)
         elif c == ")":
-            if not stack:
+            if not opened:
                 raise FormulaError("unmatched ')'", text, i)
-            stack.pop()
-    if quote:
-        raise FormulaError("unclosed quote", text, text.rindex(quote))
-    if stack:
-        raise FormulaError("unmatched '('", text, stack[-1])
+            opened.pop()
+    if opened:
+        raise FormulaError("unmatched '('", text, opened[-1])
 
 
 def _matching_paren(s: str) -> int:
