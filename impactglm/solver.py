@@ -276,7 +276,7 @@ class LevelProblem:
                           self.fam, self.link, inv_phi, self.accGW, self.accXr,
                           self.accXd, self.accDev, self.w, True, st.G, st.W, st.Xr, st.Xd)
         st.dev = float(dev)
-        st.f = 0.5 * st.dev * inv_phi + 0.5 * float(np.dot(lam_l * st.a, st.a))
+        reprice(st, lam_l, inv_phi)
         st.n_passes += 1
 
     def reduced_hessian(self, L: np.ndarray, W: np.ndarray | None = None) -> np.ndarray:
@@ -357,6 +357,15 @@ class LevelProblem:
 
 
 # ----------------------------------------------------------------------------- the loop
+
+def reprice(st: State, lam_l: np.ndarray, inv_phi: float) -> None:
+    """The objective f = dev / (2 phi) + sum_l lam_l a_l^2 / 2 at new prior precisions lam_l.
+
+    The data parts of a row pass (dev, G, W, X'r, diag X'WX and the stored w_i) do not depend
+    on lam, so a state evaluated under other prior precisions (same phi) needs no new pass.
+    """
+    st.f = 0.5 * st.dev * inv_phi + 0.5 * float(np.dot(lam_l * st.a, st.a))
+
 
 def _start(prob: LevelProblem, taus, inv_phi: float) -> State:
     """Start: beta at the grand value (through a constant column of X if any), a = the
@@ -774,10 +783,12 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
                 break
     else:
         phi = 1.0
-        if warm is not None:
-            warm.G = None
-        st = solve_mode(prob, taus_checked, lam_l, 1.0, tol=tol, maxiter=maxiter, verbose=verbose, t0=t0,
-                        start=warm)
+        if warm is not None and warm.G is not None:     # the state of the last pass (phi = 1)
+            reprice(warm, lam_l, 1.0)
+            st = newton_loop(prob, warm, lam_l, 1.0, tol=tol, maxiter=maxiter, verbose=verbose, t0=t0)
+        else:
+            st = solve_mode(prob, taus_checked, lam_l, 1.0, tol=tol, maxiter=maxiter, verbose=verbose,
+                            t0=t0, start=warm)
     if not st.converged:
         warnings.warn(f"high-cardinality fit did not converge in {maxiter} iterations "
                       f"(certificate {st.max_step:.3g} > tol {tol:g}, max gradient {st.max_grad:.3g})",

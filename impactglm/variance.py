@@ -147,7 +147,7 @@ POLISH_MAX_ROWS = 50_000       # crossed factors: minimise c exactly only up to 
 
 
 def _glmm_laplace(prob, *, tol: float, verbose: bool, polish: bool) -> TauEstimate:
-    from .solver import newton_loop, _start
+    from .solver import newton_loop, _start, reprice
     K = prob.K
     taus = np.full(K, 0.5)
     lam_l = prob.expand(1.0 / taus ** 2)
@@ -157,7 +157,8 @@ def _glmm_laplace(prob, *, tol: float, verbose: bool, polish: bool) -> TauEstima
     fp_tol = 1e-4 if will_polish else 1e-5
     # 1. fixed point interleaved with mode iterations (two Newton iterations per update)
     for it in range(500):
-        st.G = None
+        if st.G is not None:            # no new pass: only the prior term of f changed
+            reprice(st, lam_l, 1.0)
         st = newton_loop(prob, st, lam_l, 1.0, tol=tol, maxiter=2)
         n_eval += 1
         new = _fixed_point_update(prob, st, lam_l)
@@ -173,7 +174,7 @@ def _glmm_laplace(prob, *, tol: float, verbose: bool, polish: bool) -> TauEstima
         nonlocal st, n_eval
         t = np.exp(np.asarray(log_taus, dtype=float))
         lam = prob.expand(1.0 / t ** 2)
-        st.G = None
+        reprice(st, lam, 1.0)
         st = newton_loop(prob, st, lam, 1.0, tol=tol, maxiter=200)
         n_eval += 1
         val = laplace_criterion(prob, st, lam)

@@ -305,3 +305,20 @@ def test_reduced_hessian_from_level_sums_equals_row_pass():
     ref = KL.hess_pass_numpy(prob.X, prob.gidx, prob.w, L)
     np.testing.assert_allclose(H, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
     np.testing.assert_allclose(prob.reduced_hessian(L), ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
+
+
+def test_reprice_equals_a_new_pass():
+    """After a pass under one prior, ``reprice`` gives the objective of a fresh pass under another
+    (the data parts of a pass do not depend on the prior precisions)."""
+    from impactglm.families import get_family
+    from impactglm.solver import LevelProblem, _start, reprice
+    X, factors, y = _data("binomial", q=(30, 12), p_extra=1)
+    prob = LevelProblem(X, factors, y, None, None, get_family("binomial"))
+    st = _start(prob, [0.5, 0.5], 1.0)
+    prob.evaluate(st, prob.expand([4.0, 4.0]), 1.0)
+    lam2 = prob.expand([1.0, 9.0])
+    reprice(st, lam2, 1.0)
+    f_repriced, G = st.f, st.G.copy()
+    prob.evaluate(st, lam2, 1.0)
+    assert f_repriced == pytest.approx(st.f, rel=1e-14)
+    np.testing.assert_array_equal(G, st.G)
