@@ -222,8 +222,9 @@ class LevelProblem:
             if len(self.perm) and k == k_sort:     # sorted codes: each level repeated its count times
                 q_s = int(self.q[k])
                 col = np.repeat(np.arange(q_s, dtype=gidx.dtype), np.bincount(c0, minlength=q_s))
-            else:
-                col = self._take(np.ascontiguousarray(codes)) if len(self.perm) else codes
+            else:                                    # gathered and offset in place (no temporary)
+                KL.gather_level_index(np.ascontiguousarray(codes), self.perm, int(self.starts[k]), gidx[:, k])
+                continue
             gidx[:, k] = col
             gidx[:, k] += self.starts[k]
         self.gidx = gidx

@@ -154,3 +154,15 @@ def test_cross_pass_matches_numpy():
     H = KL.hess_pass_numpy(X, gidx, pw, L)
     p = X.shape[1]
     np.testing.assert_allclose(C[0], H[p:p + 3, p + 3:p + 6], rtol=1e-10)
+
+
+def test_gather_level_index_matches_numpy():
+    """Gather + offset into a strided column of the level index, with and without a permutation."""
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 50, 1001)
+    perm = rng.permutation(1001).astype(np.int64)
+    for pm in (perm, np.empty(0, dtype=np.int64)):
+        g = np.zeros((1001, 2), dtype=np.int32)
+        KL.gather_level_index(codes, pm, 7, g[:, 1])
+        np.testing.assert_array_equal(g[:, 1], KL.gather_level_index_numpy(codes, pm, 7))
+        assert not g[:, 0].any()

@@ -48,7 +48,8 @@ from . import links as LK
 __all__ = ["row_quantities", "row_pass", "row_pass_numpy", "hess_pass", "hess_pass_numpy",
            "hv_pass", "hv_pass_numpy", "cross_pass", "cross_pass_numpy", "level_xw_pass", "level_xw_pass_numpy",
            "row_quantities_numpy", "eta_pass", "eta_pass_numpy", "level_sums", "level_sums_numpy",
-           "counting_sort", "counting_sort_numpy", "gather_rows", "gather_rows_numpy"]
+           "counting_sort", "counting_sort_numpy", "gather_rows", "gather_rows_numpy",
+           "gather_level_index", "gather_level_index_numpy"]
 
 
 @njit(cache=True)
@@ -521,3 +522,21 @@ def gather_rows(src, perm, dst):
 def gather_rows_numpy(src, perm):
     """Twin of :func:`gather_rows`."""
     return src[perm]
+
+
+@njit(cache=True, parallel=True)
+def gather_level_index(codes, perm, start, out):
+    """out[i] = codes[perm[i]] + start (perm of length 0: codes[i] + start); ``out`` may be a
+    strided column of the (n, K) global level index, so no temporary column is needed."""
+    n = out.shape[0]
+    if perm.shape[0] > 0:
+        for i in prange(n):
+            out[i] = codes[perm[i]] + start
+    else:
+        for i in prange(n):
+            out[i] = codes[i] + start
+
+
+def gather_level_index_numpy(codes, perm, start):
+    """Twin of :func:`gather_level_index`."""
+    return (codes[perm] if len(perm) else codes) + start
