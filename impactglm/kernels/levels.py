@@ -400,18 +400,34 @@ def hv_pass(X, gidx, w, vb, va, accA, accX, outA, outX):
             ax[j] = 0.0
         lo = t * chunk
         hi = min(n, lo + chunk)
-        for i in range(lo, hi):
-            ix = i if xfull else 0
-            u = 0.0
+        if xfull:
+            for i in range(lo, hi):
+                u = 0.0
+                for j in range(p):
+                    u += X[i, j] * vb[j]
+                for k in range(K):
+                    u += va[gidx[i, k]]
+                u *= w[i]
+                for k in range(K):
+                    aa[gidx[i, k]] += u
+                for j in range(p):
+                    ax[j] += X[i, j] * u
+        else:
+            # constant rows: x0'vb once, and X'(w u) = x0 sum_i w_i u_i
+            xb = 0.0
             for j in range(p):
-                u += X[ix, j] * vb[j]
-            for k in range(K):
-                u += va[gidx[i, k]]
-            u *= w[i]
-            for k in range(K):
-                aa[gidx[i, k]] += u
+                xb += X[0, j] * vb[j]
+            su = 0.0
+            for i in range(lo, hi):
+                u = xb
+                for k in range(K):
+                    u += va[gidx[i, k]]
+                u *= w[i]
+                for k in range(K):
+                    aa[gidx[i, k]] += u
+                su += u
             for j in range(p):
-                ax[j] += X[ix, j] * u
+                ax[j] = X[0, j] * su
     for q in prange(Q):
         s = 0.0
         for t in range(T):
