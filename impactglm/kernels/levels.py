@@ -172,6 +172,35 @@ def row_pass(X, beta, offset, gidx, a, y, pw, fam, link, inv_phi,
         dev = 0.0
         lo = t * chunk
         hi = min(n, lo + chunk)
+        if not xfull and offset.shape[0] == 1:
+            # constant rows and offset: offset + x0'beta once; X'r = x0 sum r, diag X'WX = x0^2 sum w
+            base = offset[0]
+            for j in range(p):
+                base += X[0, j] * beta[j]
+            sr = 0.0
+            sw = 0.0
+            for i in range(lo, hi):
+                e = base
+                for k in range(K):
+                    e += a[gidx[i, k]]
+                mu, w, r, d = row_quantities(e, y[i], fam, link)
+                wi = pw[i] if pwfull else pw[0]
+                dev += wi * d
+                w = w * wi * inv_phi
+                r = r * wi * inv_phi
+                if store_w:
+                    w_out[i] = w
+                for k in range(K):
+                    c = gidx[i, k]
+                    gw[c, 0] += r
+                    gw[c, 1] += w
+                sr += r
+                sw += w
+            for j in range(p):
+                xr[j] = X[0, j] * sr
+                xd[j] = X[0, j] * X[0, j] * sw
+            accDev[t] = dev
+            continue
         for i in range(lo, hi):
             e = _eta(i, X, beta, offset, gidx, a)
             mu, w, r, d = row_quantities(e, y[i], fam, link)
