@@ -18,7 +18,9 @@ Each iteration (DESIGN.md section 3):
    codes), and the constant 1 (the level-mean mode that is nearly confounded with
    the intercept and the other factors);
 3. a light pass (:func:`~impactglm.kernels.levels.hess_pass`) forms the reduced
-   Hessian D'WD of [X | encoded directions] (p + 3K columns); the prior adds
+   Hessian D'WD of [X | encoded directions] (p + 3K columns; with constant X rows only
+   the cross-factor blocks need the rows, :func:`~impactglm.kernels.levels.cross_pass`,
+   the rest comes from the level weight sums W); the prior adds
    sum_l d_l d'_l / tau^2 exactly; the reduced gradient comes from the level sums
    without touching the rows; the small Newton system gives gamma;
 4. beta += gamma_X, a_k += sum_j gamma_kj d_kj; the next pass evaluates f there
@@ -48,7 +50,8 @@ Storage and cost: rows are stored sorted by the factor with the most levels (its
 gathers then stream through memory), constant X / unit weights / zero offset as single
 broadcast rows; per-thread accumulators are allocated once per fit.  A fit costs
 (n_iter + 1) full passes (exp and log1p per row for the logit) plus n_iter light passes
-(reduced Hessian), then the posterior (one light pass, plus the CG passes for large
+(reduced Hessian; prior_sd="auto" re-prices f after a tau update without a pass,
+:func:`reprice`), then the posterior (one light pass, plus the CG passes for large
 crossed designs) and one pass for eta/mu.  extra["n_passes"] counts the full passes.
 """
 from __future__ import annotations
