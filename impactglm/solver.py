@@ -778,13 +778,19 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
                 raise ModelError("the gaussian ^ fit is (nearly) saturated: the residual variance "
                                  "is ~0, so sigma^2 cannot be estimated; give scale= (the residual "
                                  "variance) or smaller prior_sd")
-            done = abs(new - phi) <= 1e-10 * phi
+            change = abs(new - phi) / phi
             phi = new
             st.G = None
-            if done:
-                st = solve_mode(prob, taus_checked, lam_l, 1.0 / phi, tol=tol, maxiter=maxiter,
-                                verbose=verbose, start=st, t0=t0)
+            if change <= 1e-10:
                 break
+        if not fixed_scale:      # the mode at the final sigma^2, so estimates and scale agree
+            st = solve_mode(prob, taus_checked, lam_l, 1.0 / phi, tol=tol, maxiter=maxiter,
+                            verbose=verbose, start=st, t0=t0)
+            if change > 1e-10:
+                warnings.warn(f"the residual variance sigma^2 = RSS / (n - p - edf) did not settle in "
+                              f"100 updates (last relative change {change:.2g}); the effects are the "
+                              f"mode at the last sigma^2 = {phi:.6g}", ConvergenceWarning,
+                              stacklevel=2)
     else:
         phi = 1.0
         if warm is not None and warm.G is not None:     # the state of the last pass (phi = 1)

@@ -322,3 +322,29 @@ def test_reprice_equals_a_new_pass():
     prob.evaluate(st, lam2, 1.0)
     assert f_repriced == pytest.approx(st.f, rel=1e-14)
     np.testing.assert_array_equal(G, st.G)
+
+
+def test_gaussian_scale_fixed_point_that_does_not_settle_warns_and_stays_consistent():
+    """Found by fuzzing: a near-saturated gaussian fit whose sigma^2 fixed point does not
+    settle in 100 updates.  The fit must warn, and the effects must be the mode at the
+    reported scale (independent certificate), not at the previous sigma^2."""
+    import sys
+    import warnings
+    from pathlib import Path
+
+    import pandas as pd
+
+    import impactglm as ig
+    from impactglm.errors import ConvergenceWarning
+    sys.path.insert(0, str(Path(__file__).parent))
+    from certificate import max_newton_step
+
+    frame = pd.read_csv(Path(__file__).parent / "data" / "gaussian_sigma_cycle.csv",
+                        dtype={"h": str})
+    model = ig.glm("y ~ x + ^g + ^h", frame, family="gaussian", prior_sd=1.0, weights="w")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = model.fit()
+    assert any(issubclass(w.category, ConvergenceWarning) and "sigma^2" in str(w.message)
+               for w in caught)
+    assert max_newton_step(model, res) < 1e-6
