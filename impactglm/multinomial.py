@@ -25,7 +25,11 @@ variance 2 tau_k^2 on every contrast a[l, c] - a[l, c'].
    score residuals and the C x C block H_l = sum_{i in l} W_i + I / tau^2;
 2. per level and class the *balance deficit* b_l = G_l - a_l / tau^2 (the penalised
    gradient) and the *Bayesian impact step* s_l = H_l^{-1} b_l (the exact Newton step
-   for level l's C effects with everything else held fixed);
+   for level l's C effects with everything else held fixed); when X has columns beyond
+   an intercept, the step of each factor is instead the exact Newton step of
+   (beta[:, 1:], that factor's effects): the level blocks are eliminated by a Schur
+   complement, so a covariate that is constant within levels (a user's age) moves
+   together with its level compensation (:meth:`_Loop.coupled_block_steps`);
 3. a dense Newton step over the reduced parameters (beta[:, 1:], and one step length per
    direction: the impact step, the previous step and the current effect ("summed
    impact") of every factor), whose information matrix comes from one more row pass
@@ -440,6 +444,9 @@ class _Loop:
         self.grad_max = np.inf
         self.Hp = None
         self.trinv = None
+        # beta coupled into the level steps when X has columns beyond an intercept
+        self.coupled = prob.K > 0 and prob.p > (0 if self.const is None else 1)
+        self.Hbb = None
 
     def pass_a(self, beta, A):
         prob = self.prob
@@ -517,6 +524,52 @@ class _Loop:
             trinv[sl] = tr.sum(axis=1)
         return steps, trinv
 
+    def coupled_block_steps(self, beta, A, Hp, alpha_l, Gpen, gb):
+        """Per factor, the exact Newton step of (all of beta[:, 1:], this factor's effects).
+
+        The generalisation of :meth:`block_steps` to every fixed column: with
+        E_l = sum_{i in l} x_i (x) W_i[1:, :] the (p(C-1) x C) cross block of level l and
+        H_bb = X'WX over beta[:, 1:] (no prior), the Schur complement with the level
+        blocks eliminated,
+
+            S = H_bb - sum_l E_l H_l^{-1} E_l',  delta_b = S^{-1} (g_b - sum_l E_l s_l),
+            d_l = s_l - H_l^{-1} E_l' delta_b,   s_l = H_l^{-1} b_l,
+
+        moves the levels together with beta: a covariate constant within the levels
+        (x_j = xbar_j[l]) is compensated by a[l] -= H_l^{-1} E_l' delta_b, the shrunken
+        level mean of x_j, so beta and the effects no longer alternate.  H_bb is the
+        fixed block of the last reduced information (one iteration old; it only shapes
+        the direction, the reduced Newton step over it is exact).  Returns the (Q, C)
+        directions and tr(H_l^{-1}) per level.
+        """
+        prob, C = self.prob, self.prob.C
+        pb = prob.p * (C - 1)
+        Ause = A if prob.Q else np.zeros((1, C))
+        if self.Hbb is None:
+            self.Hbb = _beta_information(prob, beta, Ause)
+        t = time.perf_counter()
+        cross = km.beta_level_cross(prob.X, beta, prob.gcodes, Ause, prob.w, prob.offset)
+        self.n_passes += 1
+        E = cross[:, :, 1:, :].reshape(prob.Q, pb, C)
+        del cross
+        g_b = gb[:, 1:].ravel()
+        steps = np.empty_like(Gpen)
+        trinv = np.empty(prob.Q)
+        for k in range(prob.K):
+            sl = prob.slice(k)
+            Hinv = _block_inverse(Hp[sl], alpha_l[sl], C)
+            Ek = E[sl]
+            s = np.einsum("qcd,qd->qc", Hinv, Gpen[sl])
+            M = np.matmul(Hinv, Ek.transpose(0, 2, 1))                  # (q, C, pb)
+            Et = Ek.transpose(1, 0, 2).reshape(pb, -1)                   # (pb, q C)
+            S = self.Hbb - Et @ M.reshape(-1, pb)
+            r = Et @ s.ravel()
+            db = _robust_solve(S, g_b - r)
+            steps[sl] = s - M @ db
+            trinv[sl] = np.trace(Hinv, axis1=1, axis2=2)
+        self.timing["coupled"] = self.timing.get("coupled", 0.0) + time.perf_counter() - t
+        return steps, trinv
+
     def logpost(self, ll, A, alpha_l):
         return ll - 0.5 * float(np.sum(alpha_l * np.sum(A * A, axis=1)))
 
@@ -554,7 +607,9 @@ class _Loop:
                        float(np.max(np.abs(Gpen), initial=0.0)))
             self.grad_max = gmax
             self._log(it, obj, gmax, step_len, tstart)
-            if prob.K:
+            if prob.K and self.coupled:
+                steps, trinv = self.coupled_block_steps(beta, A, Hp, alpha_l, Gpen, gb)
+            elif prob.K:
                 steps, trinv = self.block_steps(Hp, alpha_l, Gpen, gb)
             self.Hp, self.trinv = Hp, (trinv if prob.K else np.zeros(0))
             if gmax < self.tol and not tau_moved:
@@ -584,6 +639,7 @@ class _Loop:
                     D[sl, j] = A[sl]
             t = time.perf_counter()
             Hs = self.subspace_information(beta, A, D, Hp)
+            self.Hbb = Hs[:prob.p * (C - 1), :prob.p * (C - 1)].copy()
             self.timing["subspace_pass"] += time.perf_counter() - t
             pb = prob.p * (C - 1)
             gs = np.concatenate([gb[:, 1:].ravel(), _dir_gradient(prob, Gpen, D)])

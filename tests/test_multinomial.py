@@ -225,6 +225,37 @@ def test_one_factor_fit_converges_like_newton():
     assert g[-1] < 1e-3 * g[-2] ** 1.5   # superlinear tail
 
 
+def test_coupled_block_step_is_newton_step_with_level_constant_covariate():
+    """With one factor, the level step with all of beta eliminated (Schur complement over
+    the level blocks) equals the exact Newton step over (beta[:, 1:], effects)."""
+    from impactglm.multinomial import _as_factors, _beta_information, _dense_hessian, _Loop, _Problem
+
+    rng = np.random.default_rng(5)
+    n, q, C = 3000, 40, 4
+    codes = rng.integers(0, q, n).astype(np.int32)
+    z = rng.normal(size=q)[codes]                    # constant within the levels
+    X = np.column_stack([np.ones(n), z, rng.normal(size=n)])
+    y = _draw_classes(rng, np.outer(z, [0, 0.5, -0.3, 0.2]) + rng.normal(size=(q, C))[codes])
+    prob = _Problem(X, _as_factors([(codes, q)], n), y, C, np.ones(n), None)
+    loop = _Loop(prob, np.array([2.0]), np.zeros(1, bool), 1e-6, 10, False, None)
+    assert loop.coupled
+    beta = rng.normal(size=(3, C)) * 0.2
+    beta[:, 0] = 0
+    A = rng.normal(size=(q, C)) * 0.3
+    alpha_l = np.full(q, 2.0)
+    ll, gb, G, Hp = loop.pass_a(beta, A)
+    Gpen = G - alpha_l[:, None] * A
+    loop.Hbb = _beta_information(prob, beta, A)
+    steps, trinv = loop.coupled_block_steps(beta, A, Hp, alpha_l, Gpen, gb)
+    H = _dense_hessian(prob, beta, A, alpha_l)
+    newton = np.linalg.solve(H, np.concatenate([gb[:, 1:].ravel(), Gpen.ravel()]))
+    _close(steps, newton[3 * (C - 1):].reshape(q, C), EXACT_RTOL)
+    Hinv = np.linalg.inv(H[3 * (C - 1):, 3 * (C - 1):].reshape(q, C, q, C)[np.arange(q), :, np.arange(q)])
+    _close(trinv, np.trace(Hinv, axis1=1, axis2=2), EXACT_RTOL)
+    out = fit_multinomial(X, [(codes, q)], y, C, None, None, 0.7, tol=1e-8)
+    assert out.converged and out.n_iter <= 8
+
+
 def test_block_kernels_parallel_equal_serial(monkeypatch):
     rng = np.random.default_rng(3)
     Q, C = 500, 4

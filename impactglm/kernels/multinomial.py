@@ -359,6 +359,8 @@ def _subspace_cross(P, X, gcodes, w, D, with_beta, T, H_t):
                     Wr[c, c] += wpc
                 for b in range(n_p):
                     xb = X[i, b]
+                    if xb == 0.0:        # dummy columns: most rows add nothing
+                        continue
                     for c in range(1, C):
                         col = b * Cf + c - 1
                         for k in range(K):
@@ -366,6 +368,8 @@ def _subspace_cross(P, X, gcodes, w, D, with_beta, T, H_t):
                                 H[col, pb + k * J + j] += xb * u[k, j, c]
                     for b2 in range(b, n_p):
                         xx = xb * X[i, b2]
+                        if xx == 0.0:
+                            continue
                         for c in range(1, C):
                             col = b * Cf + c - 1
                             d0 = c if b2 == b else 1
@@ -468,6 +472,8 @@ def _beta_level_cross(X, beta, gcodes, A, w, offset, has_offset, T, out_t):
                 g = gcodes[k, i]
                 for b in range(n_p):
                     xb = X[i, b] * wi
+                    if xb == 0.0:
+                        continue
                     for c in range(C):
                         xpc = xb * prob[c]
                         for d in range(C):
