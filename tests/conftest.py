@@ -6,10 +6,18 @@ change a tier here, never inline in a test.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import settings
+
+# CI (CI=true) replays a fixed sequence of fuzz examples, so a submission is judged on
+# the same cases it was checked on; developers' runs draw new examples every time.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 DATA = Path(__file__).parent / "data"
 
