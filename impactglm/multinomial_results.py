@@ -28,7 +28,7 @@ from scipy import stats
 from .errors import ModelError, UnseenLevelWarning
 from .fitoutput import FactorEffects, FitOutput
 from .kernels import multinomial as km
-from .results import Summary, _frozen
+from .results import Summary, _frozen, stat_property
 
 __all__ = ["MultinomialResults", "fit_design", "Metrics"]
 
@@ -210,8 +210,7 @@ class MultinomialResults:
         return pd.DataFrame({0: b - q * s, 1: b + q * s}, index=idx)
 
     # ------------------------------------------------------------------ scalars
-    def _stat(name):  # noqa: N805 - tiny property factory
-        return property(lambda self: self._stats[name], doc=f"{name} (see module docstring)")
+    _stat = stat_property
 
     llf = _stat("llf")
     deviance = _stat("deviance")

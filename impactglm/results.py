@@ -47,6 +47,11 @@ def _frozen(a) -> np.ndarray:
     return a
 
 
+
+def stat_property(name: str) -> property:
+    """A read-only property returning ``self._stats[name]`` (the results' scalar statistics)."""
+    return property(lambda self: self._stats[name], doc=f"{name} (see module docstring)")
+
 class Summary:
     """A printable summary: ``str(s)`` is the text; ``header`` and ``coefficients`` are data."""
 
@@ -193,8 +198,7 @@ class GLMResults:
         return pd.DataFrame({0: b - q * s, 1: b + q * s})
 
     # ------------------------------------------------------------------ scalars
-    def _stat(name):  # noqa: N805 - tiny property factory
-        return property(lambda self: self._stats[name], doc=f"{name} (see module docstring)")
+    _stat = stat_property
 
     deviance = _stat("deviance")
     null_deviance = _stat("null_deviance")
