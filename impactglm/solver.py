@@ -16,7 +16,10 @@ Each iteration (DESIGN.md section 3):
    step (balance deficit / (W_l + 1/tau^2)), the previous change of the effects
    (at the first iteration the summed impact a_k itself, i.e. the smoothed impact
    codes), and the constant 1 (the level-mean mode that is nearly confounded with
-   the intercept and the other factors);
+   the intercept and the other factors); when X has a non-constant column, a fourth:
+   the level part of the exact Newton step of (beta, this factor) with the level block
+   eliminated (:func:`_coupled_direction`; a covariate constant within the levels moves
+   together with its compensating shrunken level mean instead of alternating with it);
 3. a light pass (:func:`~impactglm.kernels.levels.hess_pass`) forms the reduced
    Hessian D'WD of [X | encoded directions] (p + 3K columns; with constant X rows only
    the cross-factor blocks need the rows, :func:`~impactglm.kernels.levels.cross_pass`,
@@ -241,9 +244,14 @@ class LevelProblem:
         self.accXd = np.empty((T, p))
         self.accDev = np.empty(T)
         self.w = np.empty(n)
-        self.m = p + self.K * _J
+        # a fourth, coupled direction per factor when X has a non-constant column
+        self.coupled = bool(self.X.shape[0] > 1 and np.any(np.ptp(self.X, axis=0) > 0))
+        self.J = _J + int(self.coupled)
+        self.m = p + self.K * self.J
         self.accH = np.empty((T, self.m, self.m))
-        self.L = np.zeros((Q, _J))
+        self.L = np.zeros((Q, self.J))
+        self.B = np.empty((Q, p)) if self.coupled else None
+        self.Hbb = None                  # X'WX of the last reduced Hessian (coupled direction)
 
     def _take(self, v: np.ndarray) -> np.ndarray:
         """v in stored row order (broadcast rows stay as they are)."""
@@ -414,6 +422,31 @@ def _solve_small(H: np.ndarray, g: np.ndarray) -> np.ndarray:
     return gamma
 
 
+def _coupled_direction(prob: LevelProblem, st: State, lam_l: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """Per factor, the level part of the exact Newton step of (beta, this factor's levels).
+
+    With B_l = sum_{i in l} w_i x_i, D_l = W_l + 1/tau^2, A = X'WX (from the last reduced
+    Hessian) and s_l = b_l / D_l the impact step, eliminating the (diagonal) level block
+    gives the Schur system (A - sum_l B_l B_l'/D_l) delta_b = X'r - sum_l B_l s_l and the
+    level move d_l = s_l - B_l' delta_b / D_l: a covariate constant within the levels is
+    compensated by its shrunken weighted level mean, so beta and the effects no longer
+    alternate (the reduced Newton step over [X | directions] then finds the joint move).
+    """
+    KL.level_xw_pass(prob.X, prob.gidx, prob.w, prob.B)
+    if prob.Hbb is None:
+        prob.Hbb = prob.reduced_hessian(np.zeros((prob.Q, 0)))
+    for k in range(prob.K):
+        sl = slice(prob.starts[k], prob.starts[k + 1])
+        D = st.W[sl] + lam_l[sl]
+        Bk = prob.B[sl]
+        s = b[sl] / D
+        BD = Bk / D[:, None]
+        S = prob.Hbb - Bk.T @ BD
+        rhs = st.Xr - Bk.T @ s
+        db = _solve_small(S, -rhs)          # S^+ rhs
+        out[sl] = s - BD @ db
+
+
 def _certificate(prob: LevelProblem, st: State, lam_l: np.ndarray) -> tuple[float, float]:
     """(max |gradient|, max |gradient| / H_jj) over beta and every level."""
     b = st.G - lam_l * st.a
@@ -431,6 +464,7 @@ def newton_loop(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: float
     t0 = st.t0 if t0 is None else t0
     p, K, starts = prob.p, prob.K, prob.starts
     L = prob.L
+    _J = prob.J
     prev = None                        # previous change of a
     first = True
     if st.G is None:
@@ -449,7 +483,11 @@ def newton_loop(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: float
         if prev is None and not first:
             L[:, 1] = 0.0
         first = False
+        if prob.coupled:
+            _coupled_direction(prob, st, lam_l, b, L[:, 3])
         H = prob.reduced_hessian(L, st.W)
+        if prob.coupled:
+            prob.Hbb = H[:p, :p].copy()
         g = np.empty(prob.m)
         g[:p] = -st.Xr
         for k in range(K):

@@ -348,3 +348,23 @@ def test_gaussian_scale_fixed_point_that_does_not_settle_warns_and_stays_consist
     assert any(issubclass(w.category, ConvergenceWarning) and "sigma^2" in str(w.message)
                for w in caught)
     assert max_newton_step(model, res) < 1e-6
+
+
+@pytest.mark.parametrize("family", ["binomial", "poisson", "gaussian"])
+def test_covariate_constant_within_levels_converges_fast(family):
+    """x_1 constant within the levels of factor 0 and x_2 within factor 1 are nearly
+    confounded with the effects; the coupled (Schur) direction moves them jointly, so
+    the fit converges in few iterations and still matches the exact solver."""
+    X, factors, y = _data(family, n=6000, q=(400, 50), p_extra=0, seed=3)
+    rng = np.random.default_rng(11)
+    u = rng.normal(2.0, 1.0, 400)[factors[0][0]]
+    v = rng.normal(-1.0, 2.0, 50)[factors[1][0]]
+    X = np.column_stack([X, u, v])
+    scale = 1.3 if family == "gaussian" else None
+    out = fit_high_cardinality(X, factors, y, None, None, family, [0.8, 0.6], tol=1e-10, scale=scale)
+    ex = exact_fit(X, factors, y, None, None, family, [0.8, 0.6], phi=scale or 1.0)
+    assert out.converged
+    assert out.n_iter <= 20, out.n_iter     # 27-61 without the coupled direction
+    _assert_close(out.beta, ex["beta"], EXACT_RTOL)
+    for eff, ref in zip(out.effects, ex["effects"]):
+        _assert_close(eff.effect, ref, EXACT_RTOL)
