@@ -28,7 +28,7 @@ from scipy import stats
 from .errors import ModelError, UnseenLevelWarning
 from .fitoutput import FactorEffects, FitOutput
 from .kernels import multinomial as km
-from .results import Summary, _frozen, stat_property
+from .results import ScalarStats, Summary, _frozen
 
 __all__ = ["MultinomialResults", "fit_design", "Metrics"]
 
@@ -96,7 +96,7 @@ def _global_codes(codes: tuple[np.ndarray, ...], sizes) -> np.ndarray:
     return out
 
 
-class MultinomialResults:
+class MultinomialResults(ScalarStats):
     """Results of ``ig.glm(..., family="multinomial").fit()``; immutable.
 
     Build with :meth:`from_fit` (after a fit), :func:`fit_design` (fit with an optional
@@ -210,21 +210,6 @@ class MultinomialResults:
         return pd.DataFrame({0: b - q * s, 1: b + q * s}, index=idx)
 
     # ------------------------------------------------------------------ scalars
-    _stat = stat_property
-
-    llf = _stat("llf")
-    deviance = _stat("deviance")
-    null_deviance = _stat("null_deviance")
-    aic = _stat("aic")
-    bic = _stat("bic")
-    nobs = _stat("nobs")
-    df_model = _stat("df_model")
-    df_resid = _stat("df_resid")
-    converged = _stat("converged")
-    n_iter = _stat("n_iter")
-    n_dropped = _stat("n_dropped")
-    method = _stat("method")
-    del _stat
 
     @property
     def scale(self) -> float:

@@ -52,6 +52,7 @@ def stat_property(name: str) -> property:
     """A read-only property returning ``self._stats[name]`` (the results' scalar statistics)."""
     return property(lambda self: self._stats[name], doc=f"{name} (see module docstring)")
 
+
 class Summary:
     """A printable summary: ``str(s)`` is the text; ``header`` and ``coefficients`` are data."""
 
@@ -70,7 +71,24 @@ class Summary:
         return self.text
 
 
-class GLMResults:
+class ScalarStats:
+    """The scalar statistics every results class reads from its ``_stats`` dict."""
+
+    llf = stat_property("llf")
+    deviance = stat_property("deviance")
+    null_deviance = stat_property("null_deviance")
+    aic = stat_property("aic")
+    bic = stat_property("bic")
+    nobs = stat_property("nobs")
+    df_model = stat_property("df_model")
+    df_resid = stat_property("df_resid")
+    converged = stat_property("converged")
+    n_iter = stat_property("n_iter")
+    n_dropped = stat_property("n_dropped")
+    method = stat_property("method")
+
+
+class GLMResults(ScalarStats):
     """Results of ``ig.glm(...).fit()``; immutable.
 
     Build with :meth:`from_fit` (after a fit) or through ``impactglm.load`` (a saved
@@ -198,23 +216,8 @@ class GLMResults:
         return pd.DataFrame({0: b - q * s, 1: b + q * s})
 
     # ------------------------------------------------------------------ scalars
-    _stat = stat_property
-
-    deviance = _stat("deviance")
-    null_deviance = _stat("null_deviance")
-    pearson_chi2 = _stat("pearson_chi2")
-    scale = _stat("scale")
-    llf = _stat("llf")
-    aic = _stat("aic")
-    bic = _stat("bic")
-    nobs = _stat("nobs")
-    df_model = _stat("df_model")
-    df_resid = _stat("df_resid")
-    converged = _stat("converged")
-    n_iter = _stat("n_iter")
-    n_dropped = _stat("n_dropped")
-    method = _stat("method")
-    del _stat
+    pearson_chi2 = stat_property("pearson_chi2")
+    scale = stat_property("scale")
 
     # ------------------------------------------------------------------ training data
     def _train(self, key: str) -> np.ndarray:
