@@ -142,6 +142,23 @@ def _full(v, n):
     return np.broadcast_to(v, (n,) + v.shape[1:]) if v.shape[0] == 1 and n != 1 else v
 
 
+@njit(cache=True, inline="always")
+def _accumulate_row(i, e, y, pw, pwfull, fam, link, inv_phi, gidx, gw, w_out, store_w):
+    """Row i at linear predictor e: scatter r_i, w_i (prior weight and 1/phi applied) into
+    the per-level sums gw[c] = (G, W); store w_i when asked; return (r_i, w_i, pw_i d_i)."""
+    mu, w, r, d = row_quantities(e, y[i], fam, link)
+    wi = pw[i] if pwfull else pw[0]
+    w = w * wi * inv_phi
+    r = r * wi * inv_phi
+    if store_w:
+        w_out[i] = w
+    for k in range(gidx.shape[1]):
+        c = gidx[i, k]
+        gw[c, 0] += r
+        gw[c, 1] += w
+    return r, w, wi * d
+
+
 @njit(cache=True, parallel=True)
 def row_pass(X, beta, offset, gidx, a, y, pw, fam, link, inv_phi,
              accGW, accXr, accXd, accDev, w_out, store_w,
@@ -183,17 +200,9 @@ def row_pass(X, beta, offset, gidx, a, y, pw, fam, link, inv_phi,
                 e = base
                 for k in range(K):
                     e += a[gidx[i, k]]
-                mu, w, r, d = row_quantities(e, y[i], fam, link)
-                wi = pw[i] if pwfull else pw[0]
-                dev += wi * d
-                w = w * wi * inv_phi
-                r = r * wi * inv_phi
-                if store_w:
-                    w_out[i] = w
-                for k in range(K):
-                    c = gidx[i, k]
-                    gw[c, 0] += r
-                    gw[c, 1] += w
+                r, w, d = _accumulate_row(i, e, y, pw, pwfull, fam, link, inv_phi, gidx, gw,
+                                          w_out, store_w)
+                dev += d
                 sr += r
                 sw += w
             for j in range(p):
@@ -203,17 +212,9 @@ def row_pass(X, beta, offset, gidx, a, y, pw, fam, link, inv_phi,
             continue
         for i in range(lo, hi):
             e = _eta(i, X, beta, offset, gidx, a)
-            mu, w, r, d = row_quantities(e, y[i], fam, link)
-            wi = pw[i] if pwfull else pw[0]
-            dev += wi * d
-            w = w * wi * inv_phi
-            r = r * wi * inv_phi
-            if store_w:
-                w_out[i] = w
-            for k in range(K):
-                c = gidx[i, k]
-                gw[c, 0] += r
-                gw[c, 1] += w
+            r, w, d = _accumulate_row(i, e, y, pw, pwfull, fam, link, inv_phi, gidx, gw,
+                                      w_out, store_w)
+            dev += d
             ix = i if xfull else 0
             for j in range(p):
                 x = X[ix, j]
