@@ -405,13 +405,13 @@ def subspace_cross(P, X, gcodes, w, D, with_beta=True):
                            np.zeros((T, R, R)))
 
 
-def subspace_cross_numpy(P, X, gcodes, w, D, with_beta=True):
-    """NumPy twin of :func:`subspace_cross` (builds the (n, C, R) Jacobian)."""
+def _reduced_information_numpy(prob, X, gcodes, w, D, with_beta=True):
+    """V'WV over (vec beta[:, 1:] if with_beta, gamma): V the (n, C, R) Jacobian of eta in
+    the subspace, W_i = w_i (diag p_i - p_i p_i') the softmax information of row i."""
     n, p = X.shape
-    C = P.shape[1]
+    C = prob.shape[1]
     K, J = gcodes.shape[0], D.shape[1]
     pb = p * (C - 1) if with_beta else 0
-    prob = np.asarray(P, dtype=np.float64)
     V = np.zeros((n, C, pb + K * J))
     if with_beta:
         for b in range(p):
@@ -421,7 +421,13 @@ def subspace_cross_numpy(P, X, gcodes, w, D, with_beta=True):
         for j in range(J):
             V[:, :, pb + k * J + j] = D[gcodes[k], j, :]
     W = w[:, None, None] * (np.einsum("ic,cd->icd", prob, np.eye(C)) - prob[:, :, None] * prob[:, None, :])
-    full = np.einsum("icr,icd,ids->rs", V, W, V)
+    return np.einsum("icr,icd,ids->rs", V, W, V), pb
+
+
+def subspace_cross_numpy(P, X, gcodes, w, D, with_beta=True):
+    """NumPy twin of :func:`subspace_cross` (builds the (n, C, R) Jacobian)."""
+    K, J = gcodes.shape[0], D.shape[1]
+    full, pb = _reduced_information_numpy(np.asarray(P, dtype=np.float64), X, gcodes, w, D, with_beta)
     keep = np.zeros_like(full, dtype=bool)
     owner = np.concatenate([np.full(pb, -1), np.repeat(np.arange(K), J)])
     for r in range(len(owner)):
@@ -432,21 +438,8 @@ def subspace_cross_numpy(P, X, gcodes, w, D, with_beta=True):
 
 def subspace_hessian_numpy(X, beta, gcodes, A, w, D, offset=None):
     """The full reduced information V'WV over (vec beta[:, 1:], gamma) (test reference)."""
-    n, p = X.shape
-    C = beta.shape[1]
-    K, J = gcodes.shape[0], D.shape[1]
-    pb = p * (C - 1)
-    eta = _eta_numpy(X, beta, gcodes, A, offset)
-    prob, _ = _softmax_numpy(eta)
-    V = np.zeros((n, C, pb + K * J))
-    for b in range(p):
-        for c in range(1, C):
-            V[:, c, b * (C - 1) + c - 1] = X[:, b]
-    for k in range(K):
-        for j in range(J):
-            V[:, :, pb + k * J + j] = D[gcodes[k], j, :]
-    W = w[:, None, None] * (np.einsum("ic,cd->icd", prob, np.eye(C)) - prob[:, :, None] * prob[:, None, :])
-    return np.einsum("icr,icd,ids->rs", V, W, V)
+    prob, _ = _softmax_numpy(_eta_numpy(X, beta, gcodes, A, offset))
+    return _reduced_information_numpy(prob, X, gcodes, w, D)[0]
 
 
 # ---------------------------------------------------------------- beta/level coupling
