@@ -47,13 +47,7 @@ def exact_fit(X, factors, y, weights, offset, family, taus, phi=1.0, maxiter=200
     theta[:p] = np.linalg.lstsq(X, fam.link.link(mu0) - offset, rcond=None)[0]
     f = objective(Z, theta, y, pw, offset, fam, lam, phi)
     for _ in range(maxiter):
-        eta = offset + Z @ theta
-        mu = fam.link.inverse(eta)
-        me = fam.link.mu_eta(eta)
-        v = fam.variance(mu)
-        w = pw * me ** 2 / v / phi
-        r = pw * (y - mu) * me / v / phi
-        grad = -(Z.T @ r) + lam * theta
+        w, grad = _weights_and_gradient(Z, theta, y, pw, offset, fam, lam, phi)
         H = (Z.T @ sp.diags(w) @ Z + sp.diags(lam)).tocsc()
         step = -spsolve(H, grad)
         t = 1.0
@@ -66,13 +60,7 @@ def exact_fit(X, factors, y, weights, offset, family, taus, phi=1.0, maxiter=200
         theta, f = new, fn
         if np.max(np.abs(t * step)) <= 1e-14 * (1 + np.max(np.abs(theta))):
             break
-    eta = offset + Z @ theta
-    mu = fam.link.inverse(eta)
-    me = fam.link.mu_eta(eta)
-    v = fam.variance(mu)
-    w = pw * me ** 2 / v / phi
-    r = pw * (y - mu) * me / v / phi
-    grad = -(Z.T @ r) + lam * theta
+    w, grad = _weights_and_gradient(Z, theta, y, pw, offset, fam, lam, phi)
     H = (Z.T @ sp.diags(w) @ Z + sp.diags(lam)).toarray()
     cov = np.linalg.inv(H)
     effects, s = [], p
@@ -80,3 +68,15 @@ def exact_fit(X, factors, y, weights, offset, family, taus, phi=1.0, maxiter=200
         effects.append(theta[s:s + q])
         s += q
     return dict(beta=theta[:p], effects=effects, objective=f, cov=cov, grad=grad, theta=theta)
+
+
+def _weights_and_gradient(Z, theta, y, pw, offset, fam, lam, phi):
+    """Fisher weights w_i = pw_i mu'(eta_i)^2 / (V(mu_i) phi) and the penalised gradient
+    -Z'r + lam theta with r_i = pw_i (y_i - mu_i) mu'(eta_i) / (V(mu_i) phi)."""
+    eta = offset + Z @ theta
+    mu = fam.link.inverse(eta)
+    me = fam.link.mu_eta(eta)
+    v = fam.variance(mu)
+    w = pw * me ** 2 / v / phi
+    r = pw * (y - mu) * me / v / phi
+    return w, -(Z.T @ r) + lam * theta
