@@ -10,6 +10,7 @@ glmer's random-intercept sd of ``(1 | g)`` at nAGQ = 0.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,3 +65,12 @@ def fit(name: str, data: pd.DataFrame | None = None, **fit_options):
     c = CASES[name]
     d = load(name) if data is None else data
     return ig.glm(c.formula, d, family=c.family, prior_sd="auto", **c.kwargs).fit(**fit_options)
+
+
+def r_name(patsy_name: str) -> str:
+    """A Patsy coefficient name as R's model.matrix spells it: "Intercept" -> "(Intercept)",
+    "C(period)[T.2]" -> "period2", "Gender[T.M]" -> "GenderM"; numeric columns unchanged."""
+    if patsy_name == "Intercept":
+        return "(Intercept)"
+    m = re.fullmatch(r"(?:C\((\w+)\)|(\w+))\[T\.(.+)\]", patsy_name)
+    return (m.group(1) or m.group(2)) + m.group(3) if m else patsy_name

@@ -131,25 +131,34 @@ fit <- function(cs, nAGQ, tight) {
   list(m = m, seconds = proc.time()[["elapsed"]] - t0, args = args)
 }
 
-# central finite-difference gradient of glmer's objective in its optimisation parameters
-# (theta for nAGQ = 0; c(theta, beta) for nAGQ = 1) at the fitted values
-fd_gradient <- function(f) {
+# central finite differences of glmer's objective in its optimisation parameters (theta for
+# nAGQ = 0; c(theta, beta) for nAGQ = 1) at the fitted values: gradient (step 1e-5), Hessian
+# (step 1e-4) and the Newton step -H^-1 g, i.e. how far the fit is from the stationary point
+fd_check <- function(f) {
   a <- f$args; a$devFunOnly <- TRUE
   if (is.null(a$control)) a$control <- TIGHT      # a precise inner PIRLS for the differences
   dfun <- do.call(glmer, a)
   m <- f$m
-  par <- if (a$nAGQ == 0) getME(m, "theta") else c(getME(m, "theta"), fixef(m))
-  lower <- c(getME(m, "lower"), rep(-Inf, length(par) - length(getME(m, "theta"))))
+  th <- getME(m, "theta")
+  par <- if (a$nAGQ == 0) th else c(th, fixef(m))
+  lower <- c(getME(m, "lower"), rep(-Inf, length(par) - length(th)))
+  at_bound <- par <= lower + 1e-4
+  p <- length(par)
+  e <- function(j, h) replace(numeric(p), j, h)
   h <- 1e-5
-  g <- vapply(seq_along(par), function(j) {
-    e <- replace(numeric(length(par)), j, h)
-    if (par[j] - h < lower[j]) return(NA_real_)   # at the bound: one-sided, reported below
-    (dfun(par + e) - dfun(par - e)) / (2 * h)
-  }, 0)
-  at_bound <- par <= lower + 1e-8
-  list(parameters = as.list(setNames(unname(par), c(paste0("theta.", names(getME(m, "theta"))),
+  g <- vapply(seq_len(p), function(j) (dfun(par + e(j, h)) - dfun(par - e(j, h))) / (2 * h), 0)
+  hh <- 1e-4
+  H <- matrix(0, p, p)
+  for (j in seq_len(p)) for (k in j:p) {
+    H[j, k] <- H[k, j] <- (dfun(par + e(j, hh) + e(k, hh)) - dfun(par + e(j, hh) - e(k, hh)) -
+                           dfun(par - e(j, hh) + e(k, hh)) + dfun(par - e(j, hh) - e(k, hh))) / (4 * hh^2)
+  }
+  step <- -solve(H, g)
+  list(parameters = as.list(setNames(unname(par), c(paste0("theta.", names(th)),
                                                     if (a$nAGQ == 1) paste0("beta.", names(fixef(m)))))),
-       gradient = unname(g), at_lower_bound = unname(at_bound), step = h)
+       gradient = unname(g), hessian_eigenvalues = eigen(H, symmetric = TRUE, only.values = TRUE)$values,
+       newton_step = unname(step), at_lower_bound = unname(at_bound),
+       gradient_step = h, hessian_step = hh)
 }
 
 summarise <- function(f, cs, what) {
@@ -203,7 +212,7 @@ for (nm in names(cases)) {
     t <- fit(cs, q, TRUE); message(sprintf("  %s tight   %.1fs", key, t$seconds))
     sd_d <- summarise(d, cs, "default"); sd_t <- summarise(t, cs, "tight")
     entry[[key]] <- list(nAGQ = q, default = sd_d, tight = sd_t,
-                         tight_check = c(fd_gradient(t),
+                         tight_check = c(fd_check(t),
                                          list(tight_minus_default_criterion = sd_t$criterion_glmer - sd_d$criterion_glmer)))
   }
   result$cases[[nm]] <- entry
