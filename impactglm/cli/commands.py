@@ -24,23 +24,26 @@ import re
 import shutil
 import sys
 import tempfile
-import threading
-import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import __version__
-from .errors import (ColumnNotFoundError, DataError, FormulaError, ImpactGLMError,
-                     UnseenLevelWarning)
-from .formula import parse_formula
-from .io import (OutputExistsError, check_input, check_writable, columns_in_formula,
-                 file_columns, read_table, table_writer, write_table)
+
+from .. import __version__
+from ..errors import ColumnNotFoundError, DataError, FormulaError, ImpactGLMError, OutputExistsError, UnseenLevelWarning
+from ..formula import parse_formula
+from ..io.read import check_input, columns_in_formula, file_columns, read_table
+from ..io.write import check_writable, table_writer, write_table
+from .progress import iteration_progress, stderr_is_terminal, ticker, Timer
+from ..metrics import evaluate
+from ..model import glm
+from ..results.restore import load
+from .demo import run_demo
+
 
 PROG = "impactglm"
 FAMILIES = ("multinomial", "binomial", "gaussian", "poisson", "gamma")
@@ -217,14 +220,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.holdout is not None and family != "multinomial":     # fail before reading
         raise DataError("--holdout is available for --family multinomial only; for other "
                         "families fit on a split and score the rest with impactglm score")
-    timer = _Timer()
+    timer = Timer()
     data = _read_model_data(args.data, args.formula, args.sep, args.quiet,
                             extra=[c for c in (args.weights, args.offset) if c])
     timer.lap("read")
     _note(args, f"read {len(data):,} rows x {data.shape[1]} columns from {args.data} "
                 f"in {timer.laps['read']:.1f} s")
-    from .model import glm
-
     kwargs: dict[str, Any] = {"family": family, "prior_sd": args.prior_sd}
     if args.link:
         kwargs["link"] = args.link
@@ -232,7 +233,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         kwargs["weights"] = args.weights
     if args.offset:
         kwargs["offset"] = args.offset
-    with _ticker("building the design", args.quiet):
+    with ticker("building the design", args.quiet):
         model = glm(args.formula, data, **kwargs)
     timer.lap("design")
     accepted = inspect.signature(model.fit).parameters
@@ -242,7 +243,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         if args.seed is not None:
             fit_kwargs["seed"] = args.seed
     iterations = "callback" in accepted and family == "multinomial"
-    with _progress("fitting", args.quiet, iterations) as callback:
+    with iteration_progress("fitting", args.quiet, iterations) as callback:
         if callback is not None:
             fit_kwargs["callback"] = callback
         res = model.fit(**fit_kwargs)
@@ -419,9 +420,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     check_input(args.data)
     if Path(args.out).resolve() == Path(args.data).resolve():
         raise DataError("--out and --data name the same file")
-    from .serialize import load
-
-    timer = _Timer()
+    timer = Timer()
     res = load(args.model)
     timer.lap("load")
     formula = _model_formula(res)
@@ -550,8 +549,6 @@ SCORE_CHUNK = 1_000_000   # rows scored at a time: bounds the memory of the (n, 
 
 def _evaluate(res: Any, data: pd.DataFrame) -> dict:
     """evaluate(res, data) as a dict of the additive pieces _combine_metrics needs."""
-    from .metrics import evaluate
-
     m = evaluate(res, data)
     get = m.get if hasattr(m, "get") else (lambda k, d=None: getattr(m, k, d))
     return {"nobs": get("nobs"), "sum_weights": get("sum_weights", get("nobs")),
@@ -578,22 +575,6 @@ def _warn_unseen(unseen: dict) -> None:
                       UnseenLevelWarning, stacklevel=2)
 
 
-@contextmanager
-def _progress_rows(desc: str, total: int, quiet: bool):
-    """A bar over rows on a terminal; yields advance(n)."""
-    if quiet or not _stderr_is_terminal() or total <= SCORE_CHUNK:
-        with _ticker(desc, quiet):
-            yield lambda n: None
-        return
-    from tqdm.auto import tqdm
-    bar = tqdm(total=total, desc=desc, unit=" rows", unit_scale=True, file=sys.stderr,
-               leave=False)
-    try:
-        yield bar.update
-    finally:
-        bar.close()
-
-
 def _format_metrics(metrics: Any) -> str:
     get = metrics.get if isinstance(metrics, dict) else (lambda k, d=None: getattr(metrics, k, d))
     parts = []
@@ -616,8 +597,6 @@ def _format_metrics(metrics: Any) -> str:
 def cmd_summary(args: argparse.Namespace) -> int:
     """``impactglm summary``: print a saved model's summary."""
     check_input(args.model)
-    from .serialize import load
-
     print(load(args.model).summary())
     return 0
 
@@ -627,89 +606,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``impactglm demo``: simulate, fit with and without the ids, compare with the truth."""
-    from .demo import run_demo
-
     return run_demo(rows=args.rows, seed=args.seed, family=args.family,
                     holdout=args.holdout, quiet=args.quiet)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-class _Timer:
-    def __init__(self) -> None:
-        self.laps: dict[str, float] = {}
-        self._t = time.perf_counter()
-
-    def lap(self, name: str) -> float:
-        now = time.perf_counter()
-        self.laps[name] = now - self._t
-        self._t = now
-        return self.laps[name]
-
-    def format(self) -> str:
-        return ", ".join(f"{k} {v:.1f} s" for k, v in self.laps.items())
-
-
-@contextmanager
-def _progress(desc: str, quiet: bool, iterations: bool):
-    """A per-iteration bar (when the fit takes a callback) or an elapsed-time ticker.
-
-    Yields the callback to pass to ``fit`` (None when there is nothing to report to).
-    The callback receives the solver's iteration-log row (a dict with ``iteration``
-    and, when known, ``max_grad``).
-    """
-    if quiet or not _stderr_is_terminal() or not iterations:
-        with _ticker(desc, quiet):
-            yield None
-        return
-    from tqdm.auto import tqdm
-    bar = tqdm(total=None, desc=desc, unit=" it", file=sys.stderr, leave=False,
-               mininterval=0)  # iterations are rare: draw every one
-
-    def callback(row: Any) -> None:
-        info = row if isinstance(row, dict) else {}
-        grad = info.get("max_grad")
-        if grad is not None:
-            bar.set_postfix_str(f"max|grad| {float(grad):.2e}", refresh=False)
-        bar.update(1)
-
-    try:
-        yield callback
-    finally:
-        bar.close()
-
-
-@contextmanager
-def _ticker(desc: str, quiet: bool):
-    """An elapsed-time bar on stderr while a long step runs (terminal only, not --quiet)."""
-    if quiet or not _stderr_is_terminal():
-        yield
-        return
-    from tqdm.auto import tqdm
-    bar = tqdm(total=None, desc=desc, bar_format="{desc}: {elapsed}", file=sys.stderr,
-               leave=False)
-    stop = threading.Event()
-
-    def tick() -> None:
-        while not stop.wait(0.5):
-            bar.refresh()
-
-    thread = threading.Thread(target=tick, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        bar.close()
-
-
-def _stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def _note(args: argparse.Namespace, text: str) -> None:
@@ -755,3 +653,19 @@ def _cli_warnings(debug: bool):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@contextmanager
+def _progress_rows(desc: str, total: int, quiet: bool):
+    """A bar over rows on a terminal; yields advance(n)."""
+    if quiet or not stderr_is_terminal() or total <= SCORE_CHUNK:
+        with ticker(desc, quiet):
+            yield lambda n: None
+        return
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total, desc=desc, unit=" rows", unit_scale=True, file=sys.stderr,
+               leave=False)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
