@@ -20,3 +20,12 @@ def user_stacklevel() -> int:
 
 def unique_in_order(items: Iterable) -> list:
     return list(dict.fromkeys(items))
+
+
+def stderr_is_terminal() -> bool:
+    """Whether progress bars may be drawn (stderr is a terminal).  Call it as
+    ``_util.stderr_is_terminal()``: the tests patch this one function to force the bars."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False

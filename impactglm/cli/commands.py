@@ -34,11 +34,12 @@ import pyarrow as pa
 
 
 from .. import __version__
+from .. import _util
 from ..errors import ColumnNotFoundError, DataError, FormulaError, ImpactGLMError, OutputExistsError, UnseenLevelWarning
 from ..formula import parse_formula
 from ..io.read import check_input, columns_in_formula, file_columns, read_table
 from ..io.write import check_writable, table_writer, write_table
-from .progress import iteration_progress, stderr_is_terminal, ticker, Timer
+from .progress import iteration_progress, ticker, Timer
 from ..metrics import evaluate
 from ..model import glm
 from ..results.restore import load
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="multinomial: hold this fraction of rows out and report their "
                      "accuracy and log-loss")
     fit.add_argument("--seed", type=int, default=None, help="seed of the holdout split")
-    fit.add_argument("--prior-sd", default="auto", type=_prior_sd, metavar="auto|NUMBER|none",
+    fit.add_argument("--prior-sd", default="auto", type=parse_prior_sd, metavar="auto|NUMBER|none",
                      help="prior sd of the level effects: estimated (auto), fixed, or none")
     fit.add_argument("--coef-tsv", metavar="FILE",
                      help="also write every coefficient and level effect as TSV")
@@ -190,7 +191,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _prior_sd(text: str) -> float | str | None:
+def parse_prior_sd(text: str) -> float | str | None:
     """``auto`` (estimate tau by empirical Bayes), ``none`` (no prior) or tau > 0."""
     low = text.strip().lower()
     if low == "auto":
@@ -376,7 +377,7 @@ def coefficient_table(res: Any) -> pd.DataFrame:
     """
     params = res.params
     if isinstance(params, pd.DataFrame):          # multinomial: variables x classes
-        outcomes = [_label(c) for c in params.columns]
+        outcomes = [class_label(c) for c in params.columns]
         beta = params.to_numpy(dtype=float)
     else:
         outcomes = [str(res.spec.response)]
@@ -451,7 +452,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     _warn_unseen(unseen)
     print(f"scored {len(data):,} rows of {args.data} -> {args.out}")
     if metrics:
-        print(f"on {args.data}: {_format_metrics(_combine_metrics(metrics))}")
+        print(f"on {args.data}: {_format_metrics(combine_metrics(metrics))}")
     _note(args, f"times: {timer.format()}")
     return 0
 
@@ -489,7 +490,7 @@ def score_columns(res: Any, data: pd.DataFrame) -> dict[str, np.ndarray]:
         labels = list(proba.columns)
         values = proba.to_numpy(dtype=float)
         where = _positions(proba.index, data.index)
-        cols = {f"prob_{_label(c)}": _aligned(values[:, j], where, len(data))
+        cols = {f"prob_{class_label(c)}": _aligned(values[:, j], where, len(data))
                 for j, c in enumerate(labels)}
         cols["predicted"] = _aligned(np.asarray(labels)[np.argmax(values, axis=1)], where,
                                      len(data))
@@ -524,7 +525,7 @@ def _aligned(values: np.ndarray, where: np.ndarray | None, n: int) -> np.ndarray
     return out
 
 
-def _label(c: Any) -> str:
+def class_label(c: Any) -> str:
     if isinstance(c, (float, np.floating)) and float(c).is_integer():
         return str(int(c)) if abs(c) < 1e15 else str(c)
     return str(c)
@@ -548,14 +549,14 @@ SCORE_CHUNK = 1_000_000   # rows scored at a time: bounds the memory of the (n, 
 
 
 def _evaluate(res: Any, data: pd.DataFrame) -> dict:
-    """evaluate(res, data) as a dict of the additive pieces _combine_metrics needs."""
+    """evaluate(res, data) as a dict of the additive pieces combine_metrics needs."""
     m = evaluate(res, data)
     get = m.get if hasattr(m, "get") else (lambda k, d=None: getattr(m, k, d))
     return {"nobs": get("nobs"), "sum_weights": get("sum_weights", get("nobs")),
             "accuracy": get("accuracy"), "logloss": get("logloss"), "deviance": get("deviance")}
 
 
-def _combine_metrics(parts: list[dict]) -> dict:
+def combine_metrics(parts: list[dict]) -> dict:
     """Metrics of the union of disjoint row sets: sums, and weight-averaged means
     (accuracy and log-loss are weighted means over rows)."""
     total_w = sum(float(p["sum_weights"]) for p in parts)
@@ -658,7 +659,7 @@ if __name__ == "__main__":  # pragma: no cover
 @contextmanager
 def _progress_rows(desc: str, total: int, quiet: bool):
     """A bar over rows on a terminal; yields advance(n)."""
-    if quiet or not stderr_is_terminal() or total <= SCORE_CHUNK:
+    if quiet or not _util.stderr_is_terminal() or total <= SCORE_CHUNK:
         with ticker(desc, quiet):
             yield lambda n: None
         return

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Progress on stderr for the command line: stage timers, per-iteration bars, an elapsed-time
+ticker.  Bars are drawn only when stderr is a terminal and ``--quiet`` is not given."""
 from __future__ import annotations
 
 import sys
@@ -7,13 +8,8 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
+from .. import _util
 
-
-
-
-
-
-# --------------------------------------------------------------------------- helpers
 
 
 class Timer:
@@ -39,7 +35,7 @@ def iteration_progress(desc: str, quiet: bool, iterations: bool):
     The callback receives the solver's iteration-log row (a dict with ``iteration``
     and, when known, ``max_grad``).
     """
-    if quiet or not stderr_is_terminal() or not iterations:
+    if quiet or not _util.stderr_is_terminal() or not iterations:
         with ticker(desc, quiet):
             yield None
         return
@@ -63,7 +59,7 @@ def iteration_progress(desc: str, quiet: bool, iterations: bool):
 @contextmanager
 def ticker(desc: str, quiet: bool):
     """An elapsed-time bar on stderr while a long step runs (terminal only, not --quiet)."""
-    if quiet or not stderr_is_terminal():
+    if quiet or not _util.stderr_is_terminal():
         yield
         return
     from tqdm.auto import tqdm
@@ -85,8 +81,3 @@ def ticker(desc: str, quiet: bool):
         bar.close()
 
 
-def stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False

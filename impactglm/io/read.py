@@ -33,6 +33,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 
+from .. import _util
 from ..errors import ColumnNotFoundError, DataError, DataFileNotFoundError, EmptyFileError, FileFormatError, ImpactGLMError, MalformedRowError
 from ..formula import parse_formula
 
@@ -350,7 +351,7 @@ class _ProgressFile:
 
     def __init__(self, path: Path, progress: bool):
         self.path = path
-        self.progress = progress and _stderr_is_terminal()
+        self.progress = progress and _util.stderr_is_terminal()
         self._bar = None
         self._file = None
 
@@ -386,11 +387,6 @@ class _ProgressFile:
         return False
 
 
-def _stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def _sorted_dictionary(column: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -36,7 +36,7 @@ from .base import CERTIFICATE_KEYS, format_number, frozen_array, frozen_effects,
 from ..design.spec import ModelSpec
 from ..plots import plot_calibration, plot_convergence, plot_effects
 from ..solvers.irls import null_deviance
-from .files import save
+from . import files
 
 
 
@@ -334,7 +334,7 @@ class GLMResults(ScalarStats):
 
     def save(self, path) -> None:
         """Save as plain files (JSON + npz, no pickle); read back with ``impactglm.load``."""
-        save(self, path)
+        files.save(self, path)
 
     # ------------------------------------------------------------------ summary
     def _response_label(self) -> str:

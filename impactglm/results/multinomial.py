@@ -30,7 +30,7 @@ from ..errors import ModelError, UnseenLevelWarning
 from ..kernels import multinomial as km
 from .base import frozen_array, ScalarStats, Summary
 from ..design.spec import ModelSpec
-from .files import save
+from . import files
 
 
 
@@ -365,7 +365,7 @@ class MultinomialResults(ScalarStats):
 
     def save(self, path) -> None:
         """Save as plain files (JSON + npz, no pickle); read back with ``impactglm.load``."""
-        save(self, path)
+        files.save(self, path)
 
     # ------------------------------------------------------------------ summary
     def _response_label(self) -> str:

@@ -43,7 +43,7 @@ _SEP_EPS = 10 * np.finfo(float).eps      # R: fitted probabilities numerically 0
 _PIVOT_TOL = 1e-4      # scaled-Cholesky pivots below this: fall back to QR (and rank check)
 
 
-def _wls(X: np.ndarray, W: np.ndarray, z: np.ndarray, *, force_qr: bool = False
+def weighted_least_squares(X: np.ndarray, W: np.ndarray, z: np.ndarray, *, force_qr: bool = False
          ) -> tuple[np.ndarray, np.ndarray, bool]:
     """beta = (X'WX)^-1 X'Wz, (X'WX)^-1, and whether the QR path was taken.
 
@@ -151,7 +151,7 @@ def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: n
     t0 = time.perf_counter()
     it = 0
     for it in range(1, maxiter + 1):
-        beta, cov_unscaled, used_qr = _wls(X, W, z, force_qr=force_qr)
+        beta, cov_unscaled, used_qr = weighted_least_squares(X, W, z, force_qr=force_qr)
         if used_qr and not force_qr:
             if it == 1:           # R checks the rank of the weighted X; aliased -> ModelError
                 _check_rank(X, W, rank_tol, column_names)
