@@ -1,4 +1,4 @@
-"""Save and load fitted models as plain data: JSON, plus one .npz for level-effect arrays.
+"""Save fitted models and read them back as plain data: JSON, plus one .npz for level-effect arrays.
 
 Nothing is pickled.  ``save(results, "model.json")`` writes ``model.json`` (the
 ModelSpec as plain data, family and link, coefficients and their covariance,
@@ -18,14 +18,17 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
-
 import numpy as np
 
-from .errors import DataError, ImpactGLMError
 
-__all__ = ["save", "load", "FORMAT_VERSION", "KINDS"]
+from ..errors import DataError, ImpactGLMError
+
+
 
 FORMAT_VERSION = 1
+# the kinds of results a file can hold; each results class has to_dict() -> (meta, arrays)
+# and from_dict(meta, arrays) -> results (impactglm.results.restore maps kind -> class)
+KINDS = ("glm", "multinomial")
 
 
 def _npz_path(path: Path) -> Path:
@@ -61,21 +64,6 @@ def _write_atomic(path: Path, write) -> None:
             os.remove(tmp)
 
 
-# kind -> (module, class); each class has to_dict() -> (meta, arrays) and
-# from_dict(meta, arrays) -> results
-KINDS = {"glm": ("impactglm.results", "GLMResults"),
-         "multinomial": ("impactglm.multinomial_results", "MultinomialResults")}
-
-
-def _results_class(kind: str):
-    import importlib
-
-    if kind not in KINDS:
-        raise DataError(f"unknown kind of saved model {kind!r} (known: {', '.join(KINDS)})")
-    module, name = KINDS[kind]
-    return getattr(importlib.import_module(module), name)
-
-
 def save(results, path: str | os.PathLike) -> list[Path]:
     """Write ``results`` to ``path`` (JSON) and, when it has arrays, ``<path stem>.npz``.
 
@@ -109,8 +97,8 @@ def save(results, path: str | os.PathLike) -> list[Path]:
     return written
 
 
-def load(path: str | os.PathLike):
-    """Read a model written by :func:`save` (never unpickles anything)."""
+def read_saved(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """The (metadata, arrays) of a model written by :func:`save` (never unpickles anything)."""
     path = Path(path)
     try:
         meta = json.loads(path.read_text())
@@ -123,7 +111,9 @@ def load(path: str | os.PathLike):
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise DataError(f"{str(path)!r} was written by a newer impactglm "
                         f"(format {meta['format_version']} > {FORMAT_VERSION})")
-    cls = _results_class(meta.get("kind"))
+    if meta.get("kind") not in KINDS:
+        raise DataError(f"unknown kind of saved model {meta.get('kind')!r} "
+                        f"(known: {', '.join(KINDS)})")
     arrays = {}
     if meta.get("arrays"):
         npz = path.with_name(meta["arrays"])
@@ -134,4 +124,4 @@ def load(path: str | os.PathLike):
             raise DataError(f"the arrays of {str(path)!r} are missing: {str(npz)!r}") from None
         except ValueError as e:
             raise DataError(f"{str(npz)!r} is not a plain-array .npz file ({e})") from None
-    return cls.from_dict(meta, arrays)
+    return meta, arrays

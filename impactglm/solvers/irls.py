@@ -20,57 +20,30 @@ estimate sum_i W_i r_i^2 / (n - p) with working residuals r_i = (y_i - mu_i) /
 """
 from __future__ import annotations
 
-import os
-import sys
 import time
 import warnings
 from typing import Sequence
-
 import numpy as np
 import pandas as pd
 from scipy import linalg
 
-from .errors import ConvergenceWarning, DataError, ModelError, SeparationWarning
-from .families import Family, get_family
-from .fitoutput import FitOutput
-from .kernels.glm import irls_pass, weighted_gram
 
-__all__ = ["fit_irls", "null_deviance", "aliased_columns"]
+from .._util import user_stacklevel
+from ..containers import FitOutput
+from ..errors import ConvergenceWarning, DataError, ModelError, SeparationWarning
+from ..families import Family, get_family
+from ..kernels.glm import irls_pass, weighted_gram
+from .linalg import aliased_columns
+
+
 
 _SEP_EPS = 10 * np.finfo(float).eps      # R: fitted probabilities numerically 0 or 1
-_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-def user_stacklevel() -> int:
-    """The ``stacklevel`` that attributes a warning to the first caller outside impactglm
-    (call it from the function that calls ``warnings.warn``)."""
-    level, frame = 1, sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_PKG_DIR):
-        frame = frame.f_back
-        level += 1
-    return level
-
-
-def aliased_columns(X: np.ndarray, W: np.ndarray, rtol: float) -> list[int]:
-    """Indices of columns of sqrt(W) X that are (numerically) linear combinations of earlier ones.
-
-    Householder QR without pivoting: |R_jj| is the norm of column j's residual on
-    all earlier columns; column j is aliased when |R_jj| < rtol * ||column j||
-    (R's dqrdc2 rule, which keeps the earlier of two collinear columns).
-    """
-    Xw = X * np.sqrt(W)[:, None]
-    norms = np.sqrt(np.einsum("ij,ij->j", Xw, Xw))
-    if Xw.shape[0] < Xw.shape[1]:
-        Xw = np.vstack([Xw, np.zeros((Xw.shape[1] - Xw.shape[0], Xw.shape[1]))])
-    R = np.linalg.qr(Xw, mode="r")
-    diag = np.abs(np.diag(R))
-    return [j for j in range(X.shape[1]) if norms[j] == 0 or diag[j] < rtol * norms[j]]
 
 
 _PIVOT_TOL = 1e-4      # scaled-Cholesky pivots below this: fall back to QR (and rank check)
 
 
-def _wls(X: np.ndarray, W: np.ndarray, z: np.ndarray, *, force_qr: bool = False
+def weighted_least_squares(X: np.ndarray, W: np.ndarray, z: np.ndarray, *, force_qr: bool = False
          ) -> tuple[np.ndarray, np.ndarray, bool]:
     """beta = (X'WX)^-1 X'Wz, (X'WX)^-1, and whether the QR path was taken.
 
@@ -178,7 +151,7 @@ def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: n
     t0 = time.perf_counter()
     it = 0
     for it in range(1, maxiter + 1):
-        beta, cov_unscaled, used_qr = _wls(X, W, z, force_qr=force_qr)
+        beta, cov_unscaled, used_qr = weighted_least_squares(X, W, z, force_qr=force_qr)
         if used_qr and not force_qr:
             if it == 1:           # R checks the rank of the weighted X; aliased -> ModelError
                 _check_rank(X, W, rank_tol, column_names)

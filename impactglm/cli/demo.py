@@ -26,7 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .simulate import make_ratings
+
+from ..model import glm
+from ..simulate import make_ratings
+from .progress import ticker
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,6 @@ def demo_sizes(rows: int) -> tuple[int, int]:
 def run_demo(rows: int = 1_000_000, seed: int = 0, family: str = "multinomial",
              holdout: float = 0.1, quiet: bool = False, out=None) -> int:
     """Run the demo and print its report on ``out`` (stdout); returns 0."""
-    from .cli import _ticker
-    from .model import glm
-
     out = out or sys.stdout
     kind = "multinomial" if family == "multinomial" else "binary"
     response = "Rating" if kind == "multinomial" else "y"
@@ -96,7 +96,7 @@ def run_demo(rows: int = 1_000_000, seed: int = 0, family: str = "multinomial",
     formula = f"{response} ~ ^UserID + ^MovieID + age + C(genre)"
     base_formula = f"{response} ~ age + C(genre)"
     t = time.perf_counter()
-    with _ticker(f"fitting {formula}", quiet):
+    with ticker(f"fitting {formula}", quiet):
         res = glm(formula, train_data, family=glm_family).fit()
     times["fit"] = time.perf_counter() - t
     print(file=out)
@@ -104,7 +104,7 @@ def run_demo(rows: int = 1_000_000, seed: int = 0, family: str = "multinomial",
 
     t = time.perf_counter()
     base_rows = train_data.iloc[:BASELINE_ROWS]      # rows are in random order already
-    with _ticker(f"fitting {base_formula}", quiet):
+    with ticker(f"fitting {base_formula}", quiet):
         base = glm(base_formula, base_rows, family=glm_family).fit()
     times["fit without ids"] = time.perf_counter() - t
 

@@ -16,22 +16,21 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .errors import ImpactGLMError, UnseenLevelWarning
-from .lmm_core import LOG_2PI, LMMFit
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .lmm import LMM
+from ..errors import ImpactGLMError, UnseenLevelWarning
+from .core import LMMFit, LOG_2PI
+
 
 
 class LMMResults:
-    """Results of :meth:`impactglm.lmm.LMM.fit` (read-only)."""
+    """Results of :meth:`impactglm.mixed.model.LMM.fit` (read-only)."""
 
-    def __init__(self, model: "LMM", fit: LMMFit, singular: tuple[str, ...] = ()):
+    def __init__(self, model: Any, fit: LMMFit, singular: tuple[str, ...] = ()):
         d = self.__dict__
         d["model"] = model
         d["fit"] = fit
@@ -226,8 +225,8 @@ class LMMResults:
 
     def _row_index(self) -> pd.Index:
         labels = self.model.design.row_labels
-        if self.model._rows is not None:
-            labels = labels[self.model._rows]
+        if self.model.rows is not None:
+            labels = labels[self.model.rows]
         return pd.Index(labels)
 
     @property

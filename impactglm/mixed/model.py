@@ -22,13 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from .design import Design, build_design
-from .errors import ConvergenceWarning, ImpactGLMWarning, ModelError, SingularFitWarning
-from .formula import ParsedFormula, parse_formula
-from .irls import aliased_columns
-from .lmm_core import (LMMFit, LMMProblem, REBlock, blas_threads, fit_lmm_arrays,
-                       profiled_criterion, theta_pairs)
-from .lmm_results import LMMResults
+
+from ..containers import Design
+from ..design.build import build_design
+from ..errors import ConvergenceWarning, ImpactGLMWarning, ModelError, SingularFitWarning
+from ..formula import parse_formula, ParsedFormula
+from ..solvers.linalg import aliased_columns
+from .core import blas_threads, fit_lmm_arrays, LMMFit, LMMProblem, profiled_criterion, REBlock, theta_pairs
+from .results import LMMResults
 
 __all__ = ["lmm", "LMM", "LMMResults", "fit_lmm_arrays", "profiled_criterion", "LMMProblem"]
 
@@ -60,8 +61,8 @@ class LMM:
         self.design = design
         self.formula = parsed.text
         keep = design.weights > 0
-        self._rows = np.flatnonzero(keep) if not keep.all() else None
-        rows = slice(None) if self._rows is None else self._rows
+        self.rows = np.flatnonzero(keep) if not keep.all() else None
+        rows = slice(None) if self.rows is None else self.rows
         X, y, w = design.X[rows], design.y[rows], design.weights[rows]
         n = y.shape[0]
         aliased = aliased_columns(X, w, RANK_TOL) if X.shape[1] else []

@@ -24,23 +24,27 @@ import re
 import shutil
 import sys
 import tempfile
-import threading
-import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import __version__
-from .errors import (ColumnNotFoundError, DataError, FormulaError, ImpactGLMError,
-                     UnseenLevelWarning)
-from .formula import parse_formula
-from .io import (OutputExistsError, check_input, check_writable, columns_in_formula,
-                 file_columns, read_table, table_writer, write_table)
+
+from .. import __version__
+from .. import _util
+from ..errors import ColumnNotFoundError, DataError, FormulaError, ImpactGLMError, OutputExistsError, UnseenLevelWarning
+from ..formula import parse_formula
+from ..io.read import check_input, columns_in_formula, file_columns, read_table
+from ..io.write import check_writable, table_writer, write_table
+from .progress import iteration_progress, ticker, Timer
+from ..metrics import evaluate
+from ..model import glm
+from ..results.restore import load
+from .demo import run_demo
+
 
 PROG = "impactglm"
 FAMILIES = ("multinomial", "binomial", "gaussian", "poisson", "gamma")
@@ -124,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="multinomial: hold this fraction of rows out and report their "
                      "accuracy and log-loss")
     fit.add_argument("--seed", type=int, default=None, help="seed of the holdout split")
-    fit.add_argument("--prior-sd", default="auto", type=_prior_sd, metavar="auto|NUMBER|none",
+    fit.add_argument("--prior-sd", default="auto", type=parse_prior_sd, metavar="auto|NUMBER|none",
                      help="prior sd of the level effects: estimated (auto), fixed, or none")
     fit.add_argument("--coef-tsv", metavar="FILE",
                      help="also write every coefficient and level effect as TSV")
@@ -187,7 +191,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _prior_sd(text: str) -> float | str | None:
+def parse_prior_sd(text: str) -> float | str | None:
     """``auto`` (estimate tau by empirical Bayes), ``none`` (no prior) or tau > 0."""
     low = text.strip().lower()
     if low == "auto":
@@ -217,14 +221,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.holdout is not None and family != "multinomial":     # fail before reading
         raise DataError("--holdout is available for --family multinomial only; for other "
                         "families fit on a split and score the rest with impactglm score")
-    timer = _Timer()
+    timer = Timer()
     data = _read_model_data(args.data, args.formula, args.sep, args.quiet,
                             extra=[c for c in (args.weights, args.offset) if c])
     timer.lap("read")
     _note(args, f"read {len(data):,} rows x {data.shape[1]} columns from {args.data} "
                 f"in {timer.laps['read']:.1f} s")
-    from .model import glm
-
     kwargs: dict[str, Any] = {"family": family, "prior_sd": args.prior_sd}
     if args.link:
         kwargs["link"] = args.link
@@ -232,7 +234,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         kwargs["weights"] = args.weights
     if args.offset:
         kwargs["offset"] = args.offset
-    with _ticker("building the design", args.quiet):
+    with ticker("building the design", args.quiet):
         model = glm(args.formula, data, **kwargs)
     timer.lap("design")
     accepted = inspect.signature(model.fit).parameters
@@ -242,7 +244,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         if args.seed is not None:
             fit_kwargs["seed"] = args.seed
     iterations = "callback" in accepted and family == "multinomial"
-    with _progress("fitting", args.quiet, iterations) as callback:
+    with iteration_progress("fitting", args.quiet, iterations) as callback:
         if callback is not None:
             fit_kwargs["callback"] = callback
         res = model.fit(**fit_kwargs)
@@ -375,7 +377,7 @@ def coefficient_table(res: Any) -> pd.DataFrame:
     """
     params = res.params
     if isinstance(params, pd.DataFrame):          # multinomial: variables x classes
-        outcomes = [_label(c) for c in params.columns]
+        outcomes = [class_label(c) for c in params.columns]
         beta = params.to_numpy(dtype=float)
     else:
         outcomes = [str(res.spec.response)]
@@ -419,9 +421,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     check_input(args.data)
     if Path(args.out).resolve() == Path(args.data).resolve():
         raise DataError("--out and --data name the same file")
-    from .serialize import load
-
-    timer = _Timer()
+    timer = Timer()
     res = load(args.model)
     timer.lap("load")
     formula = _model_formula(res)
@@ -452,7 +452,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     _warn_unseen(unseen)
     print(f"scored {len(data):,} rows of {args.data} -> {args.out}")
     if metrics:
-        print(f"on {args.data}: {_format_metrics(_combine_metrics(metrics))}")
+        print(f"on {args.data}: {_format_metrics(combine_metrics(metrics))}")
     _note(args, f"times: {timer.format()}")
     return 0
 
@@ -490,7 +490,7 @@ def score_columns(res: Any, data: pd.DataFrame) -> dict[str, np.ndarray]:
         labels = list(proba.columns)
         values = proba.to_numpy(dtype=float)
         where = _positions(proba.index, data.index)
-        cols = {f"prob_{_label(c)}": _aligned(values[:, j], where, len(data))
+        cols = {f"prob_{class_label(c)}": _aligned(values[:, j], where, len(data))
                 for j, c in enumerate(labels)}
         cols["predicted"] = _aligned(np.asarray(labels)[np.argmax(values, axis=1)], where,
                                      len(data))
@@ -525,7 +525,7 @@ def _aligned(values: np.ndarray, where: np.ndarray | None, n: int) -> np.ndarray
     return out
 
 
-def _label(c: Any) -> str:
+def class_label(c: Any) -> str:
     if isinstance(c, (float, np.floating)) and float(c).is_integer():
         return str(int(c)) if abs(c) < 1e15 else str(c)
     return str(c)
@@ -549,16 +549,14 @@ SCORE_CHUNK = 1_000_000   # rows scored at a time: bounds the memory of the (n, 
 
 
 def _evaluate(res: Any, data: pd.DataFrame) -> dict:
-    """evaluate(res, data) as a dict of the additive pieces _combine_metrics needs."""
-    from .metrics import evaluate
-
+    """evaluate(res, data) as a dict of the additive pieces combine_metrics needs."""
     m = evaluate(res, data)
     get = m.get if hasattr(m, "get") else (lambda k, d=None: getattr(m, k, d))
     return {"nobs": get("nobs"), "sum_weights": get("sum_weights", get("nobs")),
             "accuracy": get("accuracy"), "logloss": get("logloss"), "deviance": get("deviance")}
 
 
-def _combine_metrics(parts: list[dict]) -> dict:
+def combine_metrics(parts: list[dict]) -> dict:
     """Metrics of the union of disjoint row sets: sums, and weight-averaged means
     (accuracy and log-loss are weighted means over rows)."""
     total_w = sum(float(p["sum_weights"]) for p in parts)
@@ -576,22 +574,6 @@ def _warn_unseen(unseen: dict) -> None:
     if msg:
         warnings.warn(f"levels unseen at fit time get effect 0 (the prior mean): {msg}",
                       UnseenLevelWarning, stacklevel=2)
-
-
-@contextmanager
-def _progress_rows(desc: str, total: int, quiet: bool):
-    """A bar over rows on a terminal; yields advance(n)."""
-    if quiet or not _stderr_is_terminal() or total <= SCORE_CHUNK:
-        with _ticker(desc, quiet):
-            yield lambda n: None
-        return
-    from tqdm.auto import tqdm
-    bar = tqdm(total=total, desc=desc, unit=" rows", unit_scale=True, file=sys.stderr,
-               leave=False)
-    try:
-        yield bar.update
-    finally:
-        bar.close()
 
 
 def _format_metrics(metrics: Any) -> str:
@@ -616,8 +598,6 @@ def _format_metrics(metrics: Any) -> str:
 def cmd_summary(args: argparse.Namespace) -> int:
     """``impactglm summary``: print a saved model's summary."""
     check_input(args.model)
-    from .serialize import load
-
     print(load(args.model).summary())
     return 0
 
@@ -627,89 +607,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``impactglm demo``: simulate, fit with and without the ids, compare with the truth."""
-    from .demo import run_demo
-
     return run_demo(rows=args.rows, seed=args.seed, family=args.family,
                     holdout=args.holdout, quiet=args.quiet)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-class _Timer:
-    def __init__(self) -> None:
-        self.laps: dict[str, float] = {}
-        self._t = time.perf_counter()
-
-    def lap(self, name: str) -> float:
-        now = time.perf_counter()
-        self.laps[name] = now - self._t
-        self._t = now
-        return self.laps[name]
-
-    def format(self) -> str:
-        return ", ".join(f"{k} {v:.1f} s" for k, v in self.laps.items())
-
-
-@contextmanager
-def _progress(desc: str, quiet: bool, iterations: bool):
-    """A per-iteration bar (when the fit takes a callback) or an elapsed-time ticker.
-
-    Yields the callback to pass to ``fit`` (None when there is nothing to report to).
-    The callback receives the solver's iteration-log row (a dict with ``iteration``
-    and, when known, ``max_grad``).
-    """
-    if quiet or not _stderr_is_terminal() or not iterations:
-        with _ticker(desc, quiet):
-            yield None
-        return
-    from tqdm.auto import tqdm
-    bar = tqdm(total=None, desc=desc, unit=" it", file=sys.stderr, leave=False,
-               mininterval=0)  # iterations are rare: draw every one
-
-    def callback(row: Any) -> None:
-        info = row if isinstance(row, dict) else {}
-        grad = info.get("max_grad")
-        if grad is not None:
-            bar.set_postfix_str(f"max|grad| {float(grad):.2e}", refresh=False)
-        bar.update(1)
-
-    try:
-        yield callback
-    finally:
-        bar.close()
-
-
-@contextmanager
-def _ticker(desc: str, quiet: bool):
-    """An elapsed-time bar on stderr while a long step runs (terminal only, not --quiet)."""
-    if quiet or not _stderr_is_terminal():
-        yield
-        return
-    from tqdm.auto import tqdm
-    bar = tqdm(total=None, desc=desc, bar_format="{desc}: {elapsed}", file=sys.stderr,
-               leave=False)
-    stop = threading.Event()
-
-    def tick() -> None:
-        while not stop.wait(0.5):
-            bar.refresh()
-
-    thread = threading.Thread(target=tick, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        bar.close()
-
-
-def _stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def _note(args: argparse.Namespace, text: str) -> None:
@@ -755,3 +654,19 @@ def _cli_warnings(debug: bool):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@contextmanager
+def _progress_rows(desc: str, total: int, quiet: bool):
+    """A bar over rows on a terminal; yields advance(n)."""
+    if quiet or not _util.stderr_is_terminal() or total <= SCORE_CHUNK:
+        with ticker(desc, quiet):
+            yield lambda n: None
+        return
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total, desc=desc, unit=" rows", unit_scale=True, file=sys.stderr,
+               leave=False)
+    try:
+        yield bar.update
+    finally:
+        bar.close()

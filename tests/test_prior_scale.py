@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from impactglm.solver import fit_high_cardinality
+from impactglm.solvers.api import fit_high_cardinality
 
 from conftest import (DATA, LMM_BLUP_ATOL, LMM_FIXEF_RTOL, LMM_SE_RTOL, LMM_THETA_ATOL, read_csv)
 
@@ -60,7 +60,7 @@ def test_gaussian_auto_equals_lme4_penicillin(lme4_reference):
 
 def test_gaussian_fixed_tau_equals_lmm_blups():
     """tau and sigma fixed: the mode equals the LMM fitter's BLUPs and beta at those components."""
-    from impactglm.lmm_core import LMMProblem
+    from impactglm.mixed.core import LMMProblem
     rng = np.random.default_rng(0)
     n, q1, q2 = 800, 60, 12
     c1, c2 = rng.integers(0, q1, n).astype(np.int32), rng.integers(0, q2, n).astype(np.int32)
@@ -96,9 +96,10 @@ def test_binomial_auto_matches_glmer_nagq0_cbpp(lme4_reference):
 
 def test_laplace_criterion_by_hand_single_factor():
     """c(tau) = deviance + ||a||^2/tau^2 + sum_l log(1 + tau^2 W_l) at the mode."""
-    from impactglm import variance
+    from impactglm.solvers import prior_scale
     from impactglm.families import get_family
-    from impactglm.solver import LevelProblem, solve_mode
+    from impactglm.solvers.newton import solve_mode
+    from impactglm.solvers.problem import LevelProblem
     rng = np.random.default_rng(1)
     n, q = 500, 30
     c = rng.integers(0, q, n).astype(np.int32)
@@ -112,14 +113,14 @@ def test_laplace_criterion_by_hand_single_factor():
     W = np.bincount(c, mu, q)
     dev = fam.deviance(y, mu)
     want = dev + np.sum(st.a ** 2) / tau ** 2 + np.sum(np.log1p(tau ** 2 * W))
-    assert variance.laplace_criterion(prob, st, lam_l) == pytest.approx(want, rel=1e-10)
+    assert prior_scale.laplace_criterion(prob, st, lam_l) == pytest.approx(want, rel=1e-10)
 
 
 def test_crossed_log_det_exact_vs_dense():
     """log det D for two crossed factors (Schur elimination) equals a dense log-determinant."""
-    from impactglm import variance
+    from impactglm.solvers import prior_scale
     from impactglm.families import get_family
-    from impactglm.solver import LevelProblem, State
+    from impactglm.solvers.problem import LevelProblem, State
     rng = np.random.default_rng(2)
     n, q1, q2 = 700, 50, 9
     c1, c2 = rng.integers(0, q1, n).astype(np.int32), rng.integers(0, q2, n).astype(np.int32)
@@ -128,7 +129,7 @@ def test_crossed_log_det_exact_vs_dense():
     st = State(beta=np.array([-0.3]), a=rng.normal(0, 0.3, q1 + q2))
     lam_l = prob.expand([1 / 0.5 ** 2, 1 / 0.8 ** 2])
     prob.evaluate(st, lam_l, 1.0)
-    ld, exact = variance.log_det_levels(prob, st.W, lam_l)
+    ld, exact = prior_scale.log_det_levels(prob, st.W, lam_l)
     Z = np.zeros((n, q1 + q2))
     Z[np.arange(n), c1] = 1
     Z[np.arange(n), q1 + c2] = 1

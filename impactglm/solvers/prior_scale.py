@@ -40,7 +40,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg, optimize
 
-from .errors import ModelError, SingularFitWarning
+
+from ..errors import ModelError, SingularFitWarning
+from ..mixed.core import fit_lmm_arrays
+from .linalg import level_schur, schur_inverse_diag
+from .newton import initial_state, newton_loop
+from .problem import reprice
 
 __all__ = ["estimate_tau", "TauEstimate", "laplace_criterion", "log_det_levels"]
 
@@ -77,7 +82,6 @@ def estimate_tau(prob, *, method: str = "reml", tol: float = 1e-8, verbose: bool
 def _gaussian_lmm(prob, method: str) -> TauEstimate:
     if method not in ("reml", "ml"):
         raise ModelError(f"method must be 'reml' or 'ml' for the gaussian family, not {method!r}")
-    from .lmm_core import fit_lmm_arrays
     X, y, pw, off = prob.original_arrays()
     blocks = [(codes, int(q)) for codes, q in prob.factor_codes()]
     fit = fit_lmm_arrays(X, y - off, blocks, pw, reml=(method == "reml"))
@@ -97,7 +101,6 @@ def log_det_levels(prob, W: np.ndarray, lam_l: np.ndarray) -> tuple[float, bool]
     Dd = W + lam_l
     if prob.K == 1:
         return float(np.sum(np.log(Dd))), True
-    from .solver import level_schur
     parts = level_schur(prob, Dd, include_beta=False)
     if parts is None:
         return float(np.sum(np.log(Dd))), False
@@ -118,7 +121,6 @@ def level_variances(prob, W: np.ndarray, lam_l: np.ndarray) -> np.ndarray:
     small crossed designs (:func:`impactglm.solver.level_schur`), else 1/D_ll."""
     Dd = W + lam_l
     if prob.K > 1:
-        from .solver import level_schur, schur_inverse_diag
         parts = level_schur(prob, Dd, include_beta=False)
         if parts is not None:
             return schur_inverse_diag(prob, *parts)[1]
@@ -147,11 +149,10 @@ POLISH_MAX_ROWS = 50_000       # crossed factors: minimise c exactly only up to 
 
 
 def _glmm_laplace(prob, *, tol: float, verbose: bool, polish: bool) -> TauEstimate:
-    from .solver import newton_loop, _start, reprice
     K = prob.K
     taus = np.full(K, 0.5)
     lam_l = prob.expand(1.0 / taus ** 2)
-    st = _start(prob, list(taus), 1.0)
+    st = initial_state(prob, list(taus), 1.0)
     n_eval = 0
     will_polish = polish and (K == 1 or prob.n <= POLISH_MAX_ROWS)
     fp_tol = 1e-4 if will_polish else 1e-5

@@ -24,67 +24,26 @@ import io as _io
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
-
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .errors import ColumnNotFoundError, DataError, ImpactGLMError
-from .formula import parse_formula
 
-__all__ = [
-    "read_table", "write_table", "columns_in_formula", "file_columns", "file_format",
-    "atomic_output", "check_writable", "check_input", "table_writer", "DataFileNotFoundError",
-    "MalformedRowError", "EmptyFileError", "OutputExistsError", "FileFormatError",
-]
+from .. import _util
+from ..errors import ColumnNotFoundError, DataError, DataFileNotFoundError, EmptyFileError, FileFormatError, ImpactGLMError, MalformedRowError
+from ..formula import parse_formula
+
+
+
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 TAB_SUFFIXES = (".tsv", ".tab")
 BLOCK_SIZE = 1 << 22  # bytes per pyarrow CSV block (types are inferred from the first)
 COMPRESSION_SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class DataFileNotFoundError(ImpactGLMError, FileNotFoundError):
-    """The input file does not exist (or is not a regular file)."""
-
-    def __str__(self) -> str:
-        return self.args[0]
-
-
-class MalformedRowError(DataError):
-    """A row of a text file cannot be parsed; ``line`` is its 1-based line number."""
-
-    def __init__(self, message: str, path: str | os.PathLike | None = None,
-                 line: int | None = None):
-        self.path = None if path is None else str(path)
-        self.line = line
-        super().__init__(message)
-
-
-class EmptyFileError(DataError):
-    """The file holds no data rows."""
-
-
-class FileFormatError(DataError):
-    """The file cannot be read as the format its name announces."""
-
-
-class OutputExistsError(ImpactGLMError, FileExistsError):
-    """An output file exists and ``force`` was not given.
-
-    ``path`` is the file; the message ends with "without force=True" (the command
-    line rewrites that as "(use --force to replace it)")."""
-
-    def __str__(self) -> str:
-        return self.args[0]
 
 
 # --------------------------------------------------------------------------- formats
@@ -110,7 +69,7 @@ def file_format(path: str | os.PathLike) -> tuple[str, str | None]:
     return "csv", compression
 
 
-def _separator(path: str | os.PathLike, sep: str | None) -> str:
+def text_separator(path: str | os.PathLike, sep: str | None) -> str:
     if sep is not None:
         sep = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(sep, sep)
         if len(sep) != 1:
@@ -155,7 +114,7 @@ def file_columns(path: str | os.PathLike, sep: str | None = None) -> list[str]:
     line = _first_line(p)
     if line is None or not line.strip():
         raise EmptyFileError(f"{str(path)!r} is empty")
-    names = next(csv.reader([line], delimiter=_separator(p, sep)))
+    names = next(csv.reader([line], delimiter=text_separator(p, sep)))
     return [n for n in names]
 
 
@@ -173,7 +132,7 @@ def _first_line(p: Path) -> str | None:
                 if b"\n" in chunk or b"\r" in chunk:
                     break
     except (OSError, pa.ArrowException) as exc:
-        raise FileFormatError(f"{str(p)!r}: cannot read the file: {_one_line(exc)}") from None
+        raise FileFormatError(f"{str(p)!r}: cannot read the file: {one_line(exc)}") from None
     raw = b"".join(chunks)
     if not raw:
         return None
@@ -186,7 +145,7 @@ def _parquet_schema(p: Path) -> pa.Schema:
         return pq.read_schema(str(p))
     except (OSError, pa.ArrowException) as exc:
         raise FileFormatError(f"{str(p)!r} is not a readable Parquet file: "
-                              f"{_one_line(exc)}") from None
+                              f"{one_line(exc)}") from None
 
 
 # --------------------------------------------------------------------------- reading
@@ -233,7 +192,7 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
     if kind == "parquet":
         table = _read_parquet(p, wanted)
     else:
-        table = _read_text(p, wanted, _separator(p, sep), progress)
+        table = _read_text(p, wanted, text_separator(p, sep), progress)
     if table.num_rows == 0:
         raise EmptyFileError(f"{str(path)!r} has a header but no data rows")
     if strings_as_categorical:
@@ -268,7 +227,7 @@ def _read_parquet(p: Path, wanted: list[str]) -> pa.Table:
         return pq.read_table(str(p), columns=wanted)
     except (OSError, pa.ArrowException) as exc:
         raise FileFormatError(f"{str(p)!r}: cannot read the Parquet file: "
-                              f"{_one_line(exc)}") from None
+                              f"{one_line(exc)}") from None
 
 
 def _csv_options(wanted: list[str], sep: str, threads: bool, handler=None):
@@ -291,7 +250,7 @@ def _read_text(p: Path, wanted: list[str], sep: str, progress: bool) -> pa.Table
             raise EmptyFileError(f"{str(p)!r} is empty") from None
         raise _locate_error(p, wanted, sep, exc) from None
     except (OSError, pa.ArrowException) as exc:
-        raise FileFormatError(f"{str(p)!r}: cannot read the file: {_one_line(exc)}") from None
+        raise FileFormatError(f"{str(p)!r}: cannot read the file: {one_line(exc)}") from None
     _check_utf8(p, table)
     return table
 
@@ -335,7 +294,7 @@ def _locate_error(p: Path, wanted: list[str], sep: str, exc: Exception) -> Impac
     except pa.ArrowInvalid as again:
         first = again
     except (OSError, pa.ArrowException) as again:
-        return FileFormatError(f"{str(p)!r}: cannot read the file: {_one_line(again)}")
+        return FileFormatError(f"{str(p)!r}: cannot read the file: {one_line(again)}")
     message = str(first)
     row = _ROW.search(message)
     line = _file_line(p, int(row.group(1))) if row else None
@@ -354,7 +313,7 @@ def _locate_error(p: Path, wanted: list[str], sep: str, exc: Exception) -> Impac
         text = text if len(text) <= 60 else text[:57] + "..."
         detail = f"expected {count.group(1)} fields, found {count.group(2)}: {text!r}"
     where = f"line {line}" if line is not None else "a row"
-    return MalformedRowError(f"{str(p)!r}, {where}: {_one_line(detail)}", p, line)
+    return MalformedRowError(f"{str(p)!r}, {where}: {one_line(detail)}", p, line)
 
 
 def _file_line(p: Path, row: int) -> int:
@@ -392,7 +351,7 @@ class _ProgressFile:
 
     def __init__(self, path: Path, progress: bool):
         self.path = path
-        self.progress = progress and _stderr_is_terminal()
+        self.progress = progress and _util.stderr_is_terminal()
         self._bar = None
         self._file = None
 
@@ -428,11 +387,6 @@ class _ProgressFile:
         return False
 
 
-def _stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def _sorted_dictionary(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -520,216 +474,6 @@ def _is_number(token: str) -> bool:
     return True
 
 
-# --------------------------------------------------------------------------- writing
-
-
-def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
-    """Raise before any work if ``path`` cannot be written (exists without force, no dir)."""
-    p = Path(path)
-    if p.exists() and not force:
-        raise OutputExistsError(f"{str(path)!r} exists; refusing to overwrite it "
-                                "without force=True")
-    if p.is_dir():
-        raise OutputExistsError(f"{str(path)!r} is a directory")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise DataFileNotFoundError(f"cannot write {str(path)!r}: the directory "
-                                    f"{str(parent)!r} does not exist")
-    return p
-
-
-class atomic_output:  # noqa: N801 - used as a context manager like open()
-    """Context manager yielding a temporary path next to ``path``; on success the
-    temporary file is renamed to ``path`` (never replacing an existing file unless
-    ``force``); on failure it is removed.
-
-        with atomic_output("model.json", force=False) as tmp:
-            write_something(tmp)
-    """
-
-    def __init__(self, path: str | os.PathLike, force: bool = False):
-        self.path = check_writable(path, force)
-        self.force = force
-        self.tmp: Path | None = None
-
-    def __enter__(self) -> Path:
-        parent = self.path.parent if str(self.path.parent) else Path(".")
-        fd, name = tempfile.mkstemp(dir=parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        assert self.tmp is not None
-        if exc_type is not None:
-            _unlink(self.tmp)
-            return False
-        try:
-            _commit(self.tmp, self.path, self.force)
-        except BaseException:
-            _unlink(self.tmp)
-            raise
-        return False
-
-
-def _commit(tmp: Path, path: Path, force: bool) -> None:
-    """Move ``tmp`` to ``path``: os.replace with force, else an atomic no-clobber link."""
-    mode = 0o666 & ~_umask()
-    os.chmod(tmp, mode)
-    if force:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)          # fails if path exists: no race with another writer
-    except FileExistsError:
-        raise OutputExistsError(f"{str(path)!r} exists; refusing to overwrite it "
-                                "without force=True") from None
-    except OSError:                 # file system without hard links
-        if path.exists():
-            raise OutputExistsError(f"{str(path)!r} exists; refusing to overwrite it "
-                                    "without force=True") from None
-        os.replace(tmp, path)
-        return
-    _unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _unlink(p: Path) -> None:
-    try:
-        p.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def write_table(df: pd.DataFrame | pa.Table, path: str | os.PathLike, force: bool = False,
-                sep: str | None = None) -> Path:
-    """Write ``df`` (a DataFrame without its index, or an Arrow table) to CSV/TSV
-    (optionally .gz) or Parquet, atomically.
-
-    The format follows the extension as in :func:`read_table`.  Text output
-    quotes only when some value needs it (contains the separator, a quote or a
-    line break); floats are written in their shortest round-trip form.  Raises
-    :class:`OutputExistsError` if ``path`` exists and ``force`` is false.
-    """
-    kind, compression = file_format(path)
-    table = _to_arrow(df)
-    with atomic_output(path, force) as tmp:
-        if kind == "parquet":
-            pq.write_table(table, str(tmp), compression=compression or "snappy")
-        else:
-            delimiter = _separator(path, sep)
-            options = pacsv.WriteOptions(delimiter=delimiter,
-                                         quoting_style=_quoting(table, delimiter),
-                                         quoting_header=_header_quoting(table, delimiter))
-            with pa.output_stream(str(tmp), compression=compression) as out:
-                pacsv.write_csv(table, out, options)
-    return Path(path)
-
-
-class table_writer:  # noqa: N801 - a context manager like open()
-    """Write a table in pieces, atomically: ``with table_writer(path) as write: write(t)``.
-
-    Every piece is an Arrow table (or DataFrame) with the columns of the first one;
-    the file appears under ``path`` only when the block ends without an error.
-    Text output quotes values when ``quote_like`` (an Arrow table holding all the
-    text that will be written, e.g. the whole input) or the first piece needs it.
-    """
-
-    def __init__(self, path: str | os.PathLike, force: bool = False, sep: str | None = None,
-                 quote_like: pa.Table | None = None):
-        self.path, self.force, self.sep, self.quote_like = Path(path), force, sep, quote_like
-        self._atomic = atomic_output(path, force)
-        self._writer = None
-        self._stream = None
-        self._schema = None
-
-    def __enter__(self):
-        self._tmp = self._atomic.__enter__()
-        return self.write
-
-    def write(self, piece: pd.DataFrame | pa.Table) -> None:
-        table = _to_arrow(piece)
-        if self._writer is None:
-            self._open(table)
-        elif table.schema != self._schema:
-            table = table.cast(self._schema)
-        self._writer.write_table(table)
-
-    def _open(self, table: pa.Table) -> None:
-        kind, compression = file_format(self.path)
-        self._schema = table.schema
-        if kind == "parquet":
-            self._writer = pq.ParquetWriter(str(self._tmp), table.schema,
-                                            compression=compression or "snappy")
-            return
-        delimiter = _separator(self.path, self.sep)
-        quoting = _quoting(table, delimiter)
-        if self.quote_like is not None and quoting == "none":
-            quoting = _quoting(_to_arrow(self.quote_like), delimiter)
-        options = pacsv.WriteOptions(delimiter=delimiter, quoting_style=quoting,
-                                     quoting_header=_header_quoting(table, delimiter))
-        self._stream = pa.output_stream(str(self._tmp), compression=compression)
-        self._writer = pacsv.CSVWriter(self._stream, table.schema, write_options=options)
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        try:
-            if self._writer is not None:
-                self._writer.close()
-            if self._stream is not None:
-                self._stream.close()
-        except BaseException:
-            if exc_type is None:
-                self._atomic.__exit__(*sys.exc_info())
-                raise
-        if exc_type is None and self._writer is None:
-            exc_type = exc = DataError("nothing was written")
-            self._atomic.__exit__(DataError, exc, None)
-            raise exc
-        return self._atomic.__exit__(exc_type, exc, tb)
-
-
-def _to_arrow(df: pd.DataFrame | pa.Table) -> pa.Table:
-    if isinstance(df, pa.Table):
-        table = df
-    elif not isinstance(df, pd.DataFrame):
-        raise DataError(f"write_table needs a pandas DataFrame or a pyarrow Table, not "
-                        f"{type(df).__name__}")
-    else:
-        try:
-            table = pa.Table.from_pandas(df, preserve_index=False)
-        except (pa.ArrowException, TypeError, ValueError) as exc:
-            raise DataError(f"cannot convert the table for writing: {_one_line(exc)}") from None
-    columns = []
-    for col in table.columns:  # CSV writers want plain values, not dictionaries
-        columns.append(col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col)
-    return pa.table(columns, names=[str(n) for n in table.column_names])
-
-
-_SPECIAL = r'[\n\r"]'
-
-
-def _quoting(table: pa.Table, delimiter: str) -> str:
-    pattern = _SPECIAL[:-1] + re.escape(delimiter) + "]"
-    for col in table.columns:
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            if pc.any(pc.match_substring_regex(col, pattern)).as_py():
-                return "needed"
-        elif not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
-                  or pa.types.is_boolean(col.type) or pa.types.is_null(col.type)):
-            return "needed"
-    return "none"
-
-
-def _header_quoting(table: pa.Table, delimiter: str) -> str:
-    special = set('\n\r"') | {delimiter}
-    return "needed" if any(set(n) & special for n in table.column_names) else "none"
-
-
-def _one_line(exc: Exception | str) -> str:
+def one_line(exc: Exception | str) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -29,7 +29,7 @@ variance 2 tau_k^2 on every contrast a[l, c] - a[l, c'].
    an intercept, the step of each factor is instead the exact Newton step of
    (beta[:, 1:], that factor's effects): the level blocks are eliminated by a Schur
    complement, so a covariate that is constant within levels (a user's age) moves
-   together with its level compensation (:meth:`_Loop.coupled_block_steps`);
+   together with its level compensation (:meth:`SoftmaxLoop.coupled_block_steps`);
 3. a dense Newton step over the reduced parameters (beta[:, 1:], and one step length per
    direction: the impact step, the previous step and the current effect ("summed
    impact") of every factor), whose information matrix comes from one more row pass
@@ -66,19 +66,14 @@ import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
-
 import numpy as np
-import pandas as pd
 
-from .encoding import balance_deficit
-from .errors import ConvergenceWarning, DataError, ModelError, SingularFitWarning
-from .fitoutput import FactorEffects, FitOutput
-from .kernels import levels as KL
-from .kernels import multinomial as km
 
-__all__ = ["fit_multinomial", "RIDGE", "FactorInput"]
+from ..errors import ConvergenceWarning, DataError, ModelError
+from ..kernels import levels as KL, multinomial as km
+from .impact import balance_deficit
 
-RIDGE = 1e-5          # prior precision used for a factor with prior_sd=None
+
 TAU_FLOOR = 1e-4      # smallest tau the empirical-Bayes update may return
 TAU_RTOL = 1e-6       # tau has settled when its relative change is below this
 TAU_MAX = 1e3         # largest tau the empirical-Bayes update may return
@@ -96,7 +91,7 @@ class FactorInput:
     counts: np.ndarray
 
 
-def _as_factors(factors: Sequence[Any], n: int) -> list[FactorInput]:
+def as_factors(factors: Sequence[Any], n: int) -> list[FactorInput]:
     """Accept FactorCodes-like objects (name, codes, levels, counts) or (codes, n_levels) pairs."""
     out = []
     for k, f in enumerate(factors):
@@ -123,7 +118,7 @@ def _as_factors(factors: Sequence[Any], n: int) -> list[FactorInput]:
     return out
 
 
-def _resolve_prior(prior_sd: Any, factors: list[FactorInput]) -> list[Any]:
+def resolve_prior(prior_sd: Any, factors: list[FactorInput]) -> list[Any]:
     """One entry per factor: a positive float, None (ridge only) or "auto"."""
     K = len(factors)
     if isinstance(prior_sd, dict):
@@ -153,7 +148,7 @@ def _resolve_prior(prior_sd: Any, factors: list[FactorInput]) -> list[Any]:
     return out
 
 
-def _check_outcome(y: np.ndarray, C: int, w: np.ndarray, n: int) -> np.ndarray:
+def check_outcome(y: np.ndarray, C: int, w: np.ndarray, n: int) -> np.ndarray:
     if C < 2:
         raise ModelError(f"a multinomial model needs at least 2 outcome classes, got {C}")
     y = np.asarray(y)
@@ -176,7 +171,7 @@ def _check_outcome(y: np.ndarray, C: int, w: np.ndarray, n: int) -> np.ndarray:
     return y
 
 
-class _Problem:
+class SoftmaxProblem:
     """Arrays of one fit, in solver layout (global level indices, per-level precision)."""
 
     SORT_MIN_ROWS = 50_000
@@ -227,7 +222,7 @@ class _Problem:
         return alpha[self.factor_of_level] if self.K else np.zeros(0)
 
 
-def _start(prob: _Problem, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def initial_effects(prob: SoftmaxProblem, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Starting beta (class log-odds on an intercept column) and smoothed impact codes.
 
     With class shares pi_c, level l of a factor starts at the shrunken log-ratio
@@ -255,7 +250,7 @@ def _start(prob: _Problem, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return beta, A
 
 
-def _block_inverse(Hp: np.ndarray, alpha_l: np.ndarray, C: int) -> np.ndarray:
+def block_inverse(Hp: np.ndarray, alpha_l: np.ndarray, C: int) -> np.ndarray:
     """(H_l + alpha_l I)^{-1} for every level (Q, C, C) from packed data blocks."""
     H = km.unpack_blocks(Hp, C)
     H[:, np.arange(C), np.arange(C)] += alpha_l[:, None]
@@ -325,106 +320,7 @@ def _robust_solve(H: np.ndarray, g: np.ndarray) -> np.ndarray:
     return out
 
 
-def fit_multinomial(X: np.ndarray, factors: Sequence[Any], y_codes: np.ndarray, n_classes: int,
-                    weights: np.ndarray | None = None, offset: np.ndarray | None = None,
-                    prior_sd: Any = "auto", *, tol: float = 1e-6, maxiter: int = 200,
-                    verbose: bool = False, exact_cov_limit: int = 3000,
-                    callback=None) -> FitOutput:
-    """Fit the multinomial model of the module docstring; arrays in, :class:`FitOutput` out.
-
-    Parameters
-    ----------
-    X : (n, p) fixed-effects design (may have p = 0 columns).
-    factors : one entry per ``^`` factor: a ``FactorCodes``-like object (``name``, ``codes``
-        int32, ``levels``, ``counts``) or a ``(codes, n_levels)`` pair.
-    y_codes : (n,) class index 0..C-1 of every row.
-    n_classes : C.
-    weights : (n,) prior (frequency) weights, default ones.
-    offset : (n, C) per-class offsets, or None.  (A per-row offset common to all classes
-        cancels in the softmax; pass it as (n, C) if you mean it.)
-    prior_sd : "auto" (empirical Bayes per factor), a positive number, None (ridge 1e-5
-        only), or a list (one per factor) / dict (factor name -> value) of those.
-    tol : the largest absolute penalised gradient at convergence.
-    maxiter : iterations (each is about two passes over the rows).
-    exact_cov_limit : dense exact covariance when p(C-1) + Q C is at most this.
-
-    Returns
-    -------
-    FitOutput with ``beta`` (p, C) (column 0 zero), ``cov_beta`` (p(C-1), p(C-1)) over
-    ``beta[:, 1:]`` in row-major (variable, class) order, ``effects`` with (q, C) effect and
-    se arrays, ``eta``/``mu`` empty (an (n, C) copy is never kept; see ``extra``), and
-    ``extra`` holding the training ``loglik``, ``null_loglik``, ``confusion`` (C, C),
-    ``grad_max``, ``n_passes``, ``cov_method``, ``tau_history`` and ``alpha``.
-    """
-    t0 = time.perf_counter()
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise DataError(f"X must be two-dimensional, got shape {X.shape}")
-    n = X.shape[0]
-    C = int(n_classes)
-    w = np.ones(n) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
-    if w.shape != (n,):
-        raise DataError(f"weights have shape {w.shape}, expected ({n},)")
-    if n and (not np.all(np.isfinite(w)) or w.min() < 0):
-        bad = int(np.flatnonzero(~np.isfinite(w) | (w < 0))[0])
-        raise DataError(f"weights: row {bad} has weight {w[bad]}; weights must be finite and >= 0")
-    if not np.all(np.isfinite(X)):
-        bad = int(np.argwhere(~np.isfinite(X))[0, 0])
-        raise DataError(f"X: row {bad} has a non-finite value")
-    y = _check_outcome(y_codes, C, w, n)
-    offset = _check_offset(offset, n, C)
-    facs = _as_factors(factors, n)
-    prior = _resolve_prior(prior_sd, facs)
-    prob = _Problem(X, facs, y, C, w, offset)
-    if prob.p == 0 and prob.K == 0:
-        raise ModelError("the model has neither fixed terms nor ^ factors")
-    auto = np.array([isinstance(e, str) for e in prior], dtype=bool)
-    alpha = np.array([RIDGE if e is None else (1.0 if isinstance(e, str) else 1.0 / e ** 2)
-                      for e in prior], dtype=np.float64)
-    _warn_separated(prob, prior)
-    beta, A = _start(prob, alpha)
-    state = _Loop(prob, alpha, auto, tol, maxiter, verbose, callback)
-    beta, A, alpha, converged, n_iter = state.run(beta, A)
-    return _finish(prob, beta, A, alpha, auto, prior, converged, n_iter, state, exact_cov_limit, t0)
-
-
-def _warn_separated(prob: _Problem, prior) -> None:
-    """SeparationWarning for factors without a prior whose levels miss a class.
-
-    Without a prior the effect of a class that a level never shows tends to -infinity;
-    only the 1e-5 ridge keeps it finite (and huge).
-    """
-    from .errors import SeparationWarning
-
-    C = prob.C
-    for k, f in enumerate(prob.factors):
-        if prior[k] is not None:
-            continue
-        local = prob.gcodes[k].astype(np.int64) - prob.start[k]
-        nlc = np.bincount(local * C + prob.y, weights=prob.w, minlength=int(prob.q[k]) * C)
-        nlc = nlc.reshape(-1, C)
-        bad = int(np.sum((nlc.sum(axis=1) > 0) & (nlc <= 0).any(axis=1)))
-        if bad:
-            warnings.warn(f"^{f.name}: {bad} of {int(prob.q[k])} levels never show at least one "
-                          "class; with prior_sd=None their effects for those classes are held "
-                          "finite only by a 1e-5 ridge (give a prior_sd or 'auto')",
-                          SeparationWarning, stacklevel=3)
-
-
-def _check_offset(offset, n, C):
-    if offset is None:
-        return None
-    off = np.asarray(offset, dtype=np.float64)
-    if off.shape == (n,):
-        return None if not np.any(off) else np.ascontiguousarray(np.repeat(off[:, None], C, axis=1))
-    if off.shape != (n, C):
-        raise DataError(f"offset has shape {off.shape}, expected ({n}, {C}) or ({n},)")
-    if not np.all(np.isfinite(off)):
-        raise DataError(f"offset: row {int(np.argwhere(~np.isfinite(off))[0, 0])} is not finite")
-    return np.ascontiguousarray(off)
-
-
-class _Loop:
+class SoftmaxLoop:
     """The re-encoding Newton iterations (state kept between iterations)."""
 
     def __init__(self, prob, alpha, auto, tol, maxiter, verbose, callback):
@@ -546,7 +442,7 @@ class _Loop:
         pb = prob.p * (C - 1)
         Ause = A if prob.Q else np.zeros((1, C))
         if self.Hbb is None:
-            self.Hbb = _beta_information(prob, beta, Ause)
+            self.Hbb = beta_information(prob, beta, Ause)
         t = time.perf_counter()
         cross = km.beta_level_cross(prob.X, beta, prob.gcodes, Ause, prob.w, prob.offset)
         self.n_passes += 1
@@ -557,7 +453,7 @@ class _Loop:
         trinv = np.empty(prob.Q)
         for k in range(prob.K):
             sl = prob.slice(k)
-            Hinv = _block_inverse(Hp[sl], alpha_l[sl], C)
+            Hinv = block_inverse(Hp[sl], alpha_l[sl], C)
             Ek = E[sl]
             s = np.einsum("qcd,qd->qc", Hinv, Gpen[sl])
             M = np.matmul(Hinv, Ek.transpose(0, 2, 1))                  # (q, C, pb)
@@ -710,7 +606,7 @@ def _intercept_column(X: np.ndarray) -> int | None:
     return int(const[0]) if len(const) else None
 
 
-def _center(prob: _Problem, beta, A, b: int):
+def _center(prob: SoftmaxProblem, beta, A, b: int):
     """Move each factor's per-class mean effect into the intercept (column b of X).
 
     eta is unchanged: a_k[l, c] -= m_kc, beta[b, c] += (m_kc - m_k0) / x_b (the common
@@ -732,140 +628,6 @@ def _center(prob: _Problem, beta, A, b: int):
     return beta, A
 
 
-def _dense_hessian(prob: _Problem, beta, A, alpha_l) -> np.ndarray:
-    """The full penalised information matrix over (vec beta[:, 1:], vec A) (small problems)."""
-    import scipy.sparse as sp
-
-    n, p, C, Q = prob.n, prob.p, prob.C, prob.Q
-    Ause = A if Q else np.zeros((1, C))
-    P = km.predict_proba(prob.X, beta, prob.gcodes, Ause, prob.offset)
-    W = prob.w[:, None, None] * (np.einsum("ic,cd->icd", P, np.eye(C)) - P[:, :, None] * P[:, None, :])
-    pb = p * (C - 1)
-    D = pb + Q * C
-    # Jacobian of eta_i (C) in theta as a sparse (n*C, D) matrix
-    rows, cols, vals = [], [], []
-    ri = np.arange(n)
-    for b in range(p):
-        for c in range(1, C):
-            rows.append(ri * C + c)
-            cols.append(np.full(n, b * (C - 1) + c - 1))
-            vals.append(prob.X[:, b])
-    for k in range(prob.K):
-        for c in range(C):
-            rows.append(ri * C + c)
-            cols.append(pb + prob.gcodes[k].astype(np.int64) * C + c)
-            vals.append(np.ones(n))
-    J = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                      shape=(n * C, D))
-    ii = (np.arange(n)[:, None, None] * C + np.arange(C)[None, :, None]).repeat(C, axis=2)
-    jj = (np.arange(n)[:, None, None] * C + np.arange(C)[None, None, :]).repeat(C, axis=1)
-    Wb = sp.csr_matrix((W.ravel(), (ii.ravel(), jj.ravel())), shape=(n * C, n * C))
-    H = (J.T @ Wb @ J).toarray()
-    H[np.arange(pb, D), np.arange(pb, D)] += np.repeat(alpha_l, C)
-    return H
-
-
-def _finish(prob, beta, A, alpha, auto, prior, converged, n_iter, state, exact_cov_limit, t0):
-    C, p, Q, K = prob.C, prob.p, prob.Q, prob.K
-    pb = p * (C - 1)
-    alpha_l = prob.alpha_levels(alpha)
-    if not converged:
-        warnings.warn(f"the multinomial fit did not converge in {n_iter} iterations "
-                      f"(max |gradient| {state.grad_max:.3g} > tol {state.tol:g})",
-                      ConvergenceWarning, stacklevel=3)
-    Hp = state.Hp
-    Ause = A if Q else np.zeros((1, C))
-    D = pb + Q * C
-    se_eff = np.zeros((Q, C))
-    intercept_only = K > 0 and p == 1 and state.const == 0
-    if D <= exact_cov_limit and prob.n * C * C <= 5e7:
-        Hfull = _dense_hessian(prob, beta, A, alpha_l)
-        cov = _safe_inv(Hfull)
-        cov_beta = cov[:pb, :pb]
-        se_eff = np.sqrt(np.clip(np.diag(cov)[pb:], 0, None)).reshape(Q, C)
-        cov_method = "exact (dense inverse of the penalised Hessian)"
-    elif intercept_only:
-        cov_beta, cov_method, se_eff = _intercept_only_cov(prob, Hp, alpha_l)
-    else:
-        Hinv = _block_inverse(Hp, alpha_l, C) if K else np.zeros((0, C, C))
-        if K:
-            cross = km.beta_level_cross(prob.X, beta, prob.gcodes, Ause, prob.w, prob.offset)
-            cross = cross[:, :, 1:, :].reshape(Q, pb, C)       # H_{beta, level} blocks
-        Hbb = _beta_information(prob, beta, Ause)
-        cov_beta, cov_method, covs = _schur_cov(prob, Hbb, cross if K else None, Hinv)
-        for k in range(K):
-            sl = prob.slice(k)
-            var = np.diagonal(Hinv[sl], axis1=1, axis2=2).copy()
-            if pb:
-                M = np.einsum("qcd,qbd->qcb", Hinv[sl], cross[sl])   # H_l^{-1} H_lb
-                var += np.einsum("qcb,bB,qcB->qc", M, covs[k], M)
-            se_eff[sl] = np.sqrt(np.clip(var, 0, None))
-    effects = []
-    for k, f in enumerate(prob.factors):
-        sl = prob.slice(k)
-        edf = float(np.sum(C - alpha[k] * state.trinv[sl]))
-        tau = None if prior[k] is None else float(1.0 / np.sqrt(alpha[k]))
-        effects.append(FactorEffects(f.name, f.levels, f.counts, A[sl].copy(), se_eff[sl],
-                                     tau, edf, bool(auto[k])))
-        if auto[k] and tau is not None and tau <= TAU_FLOOR * 1.0001:
-            warnings.warn(f"the prior sd of ^{f.name} is estimated at the boundary (0): the factor "
-                          "explains nothing beyond the rest of the model", SingularFitWarning, stacklevel=3)
-    ll, conf, _ = km.score_pass(prob.X, beta, prob.gcodes, Ause, prob.y, prob.w, prob.offset)
-    wc = np.bincount(prob.y, weights=prob.w, minlength=C)
-    null_ll = float(np.sum(wc[wc > 0] * np.log(wc[wc > 0] / wc.sum())))
-    log = pd.DataFrame(state.rows)
-    extra = {"loglik": float(ll), "null_loglik": null_ll, "confusion": conf,
-             "grad_max": float(state.grad_max), "n_passes": state.n_passes,
-             "cov_method": cov_method, "alpha": alpha.copy(),
-             "tau_history": np.array(state.tau_history), "n_classes": C,
-             "penalty": 0.5 * float(np.sum(alpha_l * np.sum(A * A, axis=1))),
-             "seconds": time.perf_counter() - t0, "nobs": int(np.sum(prob.w > 0)),
-             **{f"seconds_{k}": v for k, v in state.timing.items()},
-             "sum_weights": float(prob.w.sum())}
-    empty = np.empty((0, C))
-    return FitOutput(beta=beta, cov_beta=cov_beta, eta=empty, mu=empty, scale=1.0,
-                     n_iter=n_iter, converged=converged, log=log, effects=tuple(effects), extra=extra)
-
-
-def _intercept_only_cov(prob, Hp, alpha_l):
-    """cov(intercepts) and effect se of an intercept-only X from the level blocks alone.
-
-    Per factor k (coupling E_l = x0 D_l[:, 1:], see :meth:`_Loop.block_steps`), the
-    intercepts' information with factor k integrated out is
-    S_k = H_bb - x0^2 sum_l D_l[1:, :] H_l^{-1} D_l[:, 1:] (exact with one factor);
-    cov_beta is the S_k^{-1} of largest trace, and each level's se is
-    sqrt(diag(H_l^{-1} + x0^2 M_l S_k^{-1} M_l')) with M_l = H_l^{-1} D_l[:, 1:].
-    """
-    C, K = prob.C, prob.K
-    x0 = float(prob.X[0, 0])
-    se = np.zeros((prob.Q, C))
-    Hbb = None
-    best, best_k, best_tr = None, -1, -np.inf
-    for k in range(K):
-        sl = prob.slice(k)
-        _, M, dinv, S, _ = km.block_newton(Hp[sl], alpha_l[sl], np.zeros((int(prob.q[k]), C)))
-        if Hbb is None:
-            Hbb = x0 * x0 * km.unpack_blocks(Hp[sl].sum(axis=0, keepdims=True), C)[0][1:, 1:]
-        cov = _safe_inv(Hbb - x0 * x0 * S)
-        var = dinv + x0 * x0 * np.einsum("qcb,bB,qcB->qc", M, cov, M)
-        se[sl] = np.sqrt(np.clip(var, 0, None))
-        tr = float(np.trace(cov))
-        if tr > best_tr:
-            best, best_k, best_tr = cov, k, tr
-    method = ("exact (Schur complement over the level blocks)" if K == 1 else
-              f"approximate: Schur complement over ^{prob.factors[best_k].name}, "
-              "the other factors held fixed")
-    return best, method, se
-
-
-def _beta_information(prob, beta, Ause):
-    """X' W X over beta[:, 1:] (the prior-free fixed-effects block), in float64."""
-    P = km.predict_proba(prob.X, beta, prob.gcodes, Ause, prob.offset)
-    H = km.subspace_cross(P, prob.X, prob.gcodes, prob.w,
-                          np.zeros((Ause.shape[0], 0, prob.C)), True)
-    return np.triu(H) + np.triu(H, 1).T
-
-
 def _grad_max(gb, G, A, alpha_l) -> float:
     """The largest absolute penalised gradient over beta[:, 1:] and every effect."""
     gA = np.max(np.abs(G - alpha_l[:, None] * A), initial=0.0) if len(alpha_l) else 0.0
@@ -882,46 +644,9 @@ def _dir_gradient(prob, Gpen, D):
     return out
 
 
-def _schur_cov(prob, Hbb, cross, Hinv):
-    """cov(beta) from Schur complements over each factor's (block-diagonal) level block.
-
-    With one factor the result is exact.  With several, each factor's complement
-    Hbb - sum_l H_bl H_l^{-1} H_lb is the information about beta when that factor is
-    integrated out and the others held fixed; the one with the largest total variance
-    is reported (an approximation, stated in ``cov_method``).
-    """
-    if prob.p == 0 or Hbb.size == 0:
-        return np.zeros((0, 0)), "none", [np.zeros((0, 0))] * prob.K
-    if prob.K == 0:
-        return _safe_inv(Hbb), "exact (inverse information)", []
-    best, best_k, best_tr, covs = None, -1, -np.inf, []
-    for k in range(prob.K):
-        sl = prob.slice(k)
-        M = np.einsum("qcd,qbd->qcb", Hinv[sl], cross[sl])
-        S = Hbb - np.einsum("qbc,qcB->bB", cross[sl], M)
-        cov = _safe_inv(S)
-        covs.append(cov)
-        tr = float(np.trace(cov))
-        if tr > best_tr:
-            best, best_k, best_tr = cov, k, tr
-    method = ("exact (Schur complement over the level blocks)" if prob.K == 1 else
-              f"approximate: Schur complement over ^{prob.factors[best_k].name}, "
-              "the other factors held fixed")
-    return best, method, covs
-
-
-def _safe_inv(H):
-    try:
-        return np.linalg.inv(H)
-    except np.linalg.LinAlgError:
-        return np.linalg.pinv(H)
-
-
-def __getattr__(name: str):
-    """``MultinomialResults`` and ``fit_design`` live one layer up (multinomial_results);
-    they are reachable from here lazily so that model.py can dispatch to this module."""
-    if name in ("MultinomialResults", "fit_design", "Metrics"):
-        from . import multinomial_results
-
-        return getattr(multinomial_results, name)
-    raise AttributeError(f"module 'impactglm.multinomial' has no attribute {name!r}")
+def beta_information(prob, beta, Ause):
+    """X' W X over beta[:, 1:] (the prior-free fixed-effects block), in float64."""
+    P = km.predict_proba(prob.X, beta, prob.gcodes, Ause, prob.offset)
+    H = km.subspace_cross(P, prob.X, prob.gcodes, prob.w,
+                          np.zeros((Ause.shape[0], 0, prob.C)), True)
+    return np.triu(H) + np.triu(H, 1).T

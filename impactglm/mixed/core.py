@@ -51,8 +51,9 @@ import pandas as pd
 from scipy import linalg, optimize, sparse
 from scipy.linalg import blas, lapack
 
-from .errors import DataError, ModelError
-from .kernels.lmm import level_dot, level_quadratic, schur_downdate
+
+from ..errors import DataError, ModelError
+from ..kernels.lmm import level_dot, level_quadratic, schur_downdate
 
 LOG_2PI = math.log(2.0 * math.pi)
 MAX_DENSE_SCHUR = 20_000        # order of the dense Schur complement we are willing to factor

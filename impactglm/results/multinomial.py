@@ -20,17 +20,19 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
-
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .errors import ModelError, UnseenLevelWarning
-from .fitoutput import FactorEffects, FitOutput
-from .kernels import multinomial as km
-from .results import ScalarStats, Summary, _frozen
 
-__all__ = ["MultinomialResults", "fit_design", "Metrics"]
+from ..containers import FactorEffects, FitOutput
+from ..errors import ModelError, UnseenLevelWarning
+from ..kernels import multinomial as km
+from .base import frozen_array, ScalarStats, Summary
+from ..design.spec import ModelSpec
+from . import files
+
+
 
 IDENTIFIABILITY = ("Fixed coefficients: reference class {ref!r} (its column is 0; others are "
                    "log-odds against it, as MNLogit). Level effects: symmetric, one per class "
@@ -84,7 +86,7 @@ def metrics_from_scores(ll: float, conf: np.ndarray, sum_w: float, nobs: int, cl
                    unseen=dict(unseen or {}))
 
 
-def _global_codes(codes: tuple[np.ndarray, ...], sizes) -> np.ndarray:
+def global_codes(codes: tuple[np.ndarray, ...], sizes) -> np.ndarray:
     """Stack per-factor codes into global level indices (K, n); -1 (unseen) stays -1."""
     n = len(codes[0]) if codes else 0
     out = np.empty((len(codes), n), dtype=np.int32)
@@ -108,8 +110,8 @@ class MultinomialResults(ScalarStats):
                  log: pd.DataFrame | None = None, extra: Mapping[str, Any] | None = None,
                  train_metrics: Metrics | None = None, holdout_metrics: Metrics | None = None):
         d = self.__dict__
-        d["_beta"] = _frozen(beta)
-        d["_cov"] = _frozen(cov)
+        d["_beta"] = frozen_array(beta)
+        d["_cov"] = frozen_array(cov)
         d["_names"] = tuple(column_names)
         d["_classes"] = tuple(classes)
         d["_spec"] = spec
@@ -270,7 +272,7 @@ class MultinomialResults(ScalarStats):
     # ------------------------------------------------------------------ prediction
     def _arrays(self, newdata, response: bool = False):
         nd = self._spec.transform(newdata, response=response)
-        g = _global_codes(tuple(nd.codes), self._sizes)
+        g = global_codes(tuple(nd.codes), self._sizes)
         self._record_unseen(nd.unseen)
         return nd, g
 
@@ -347,8 +349,6 @@ class MultinomialResults(ScalarStats):
     @classmethod
     def from_dict(cls, meta: Mapping, arrays: Mapping[str, np.ndarray]) -> "MultinomialResults":
         """Inverse of :meth:`to_dict` (the level tables and classes come from the spec)."""
-        from .design import ModelSpec
-
         spec = ModelSpec.from_dict(meta["spec"])
         effects = tuple(FactorEffects(f["name"], np.asarray(lv), arrays[f"counts_{k}"],
                                       arrays[f"effect_{k}"], arrays[f"se_{k}"], f["tau"],
@@ -365,9 +365,7 @@ class MultinomialResults(ScalarStats):
 
     def save(self, path) -> None:
         """Save as plain files (JSON + npz, no pickle); read back with ``impactglm.load``."""
-        from .serialize import save
-
-        save(self, path)
+        files.save(self, path)
 
     # ------------------------------------------------------------------ summary
     def _response_label(self) -> str:
@@ -476,72 +474,19 @@ def _label_effects(effects, factors) -> tuple[FactorEffects, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
-class _SubFactor:
-    name: str
-    codes: np.ndarray
-    levels: np.ndarray
-    counts: np.ndarray
+def score_holdout(fit: FitOutput, test, training) -> Metrics:
+    """Metrics of a fit on the rows of the Design ``test`` that it was not fitted on.
 
-    @property
-    def n_levels(self) -> int:
-        return len(self.levels)
-
-
-def fit_design(design, prior_sd: Any = "auto", *, holdout: float | None = None,
-               seed: int | None = None, **options) -> MultinomialResults:
-    """Fit a multinomial Design, optionally keeping a random ``holdout`` share of rows out.
-
-    The held-out rows (each row independently with probability ``holdout``, from
-    ``numpy.random.default_rng(seed)``) are scored after the fit; their metrics are
-    :attr:`MultinomialResults.holdout_metrics`.  Levels seen only in the holdout get
-    effect 0 (they have no training rows).  ``options`` go to
-    :func:`impactglm.multinomial.fit_multinomial` (tol, maxiter, verbose, ...).
-    """
-    from .multinomial import fit_multinomial
-
-    C = len(design.spec.classes)
-    if holdout is None or holdout == 0:
-        out = fit_multinomial(design.X, design.factors, design.y, C, design.weights, None,
-                              prior_sd, **options)
-        return MultinomialResults.from_fit(out, design)
-    if not 0 < float(holdout) < 1:
-        raise ModelError(f"holdout must be a fraction in (0, 1), not {holdout!r}")
-    n = len(design.y)
-    test = np.random.default_rng(seed).random(n) < float(holdout)
-    train = ~test
-    if not test.any() or not train.any():
-        raise ModelError(f"holdout={holdout} leaves {int(train.sum())} training and "
-                         f"{int(test.sum())} holdout rows out of {n}")
-    subs = []
-    for f in design.factors:
-        codes = f.codes[train]
-        subs.append(_SubFactor(f.name, codes, f.levels,
-                               np.bincount(codes, minlength=len(f.levels)).astype(np.int64)))
-    X = np.ascontiguousarray(design.X[train])
-    out = fit_multinomial(X, subs, design.y[train], C, design.weights[train], None, prior_sd,
-                          **options)
-    tsub = [_SubFactor(f.name, f.codes[test], f.levels, f.counts) for f in design.factors]
-    sizes = [len(f.levels) for f in design.factors]
-    g = _global_codes(tuple(f.codes for f in tsub), sizes)
-    A = (np.concatenate([e.effect for e in out.effects]) if out.effects else np.zeros((1, C)))
-    w = np.ascontiguousarray(design.weights[test])
-    ll, conf, _ = km.score_pass(np.ascontiguousarray(design.X[test]), out.beta, g, A,
-                                np.ascontiguousarray(design.y[test]), w)
+    ``training`` is the Design the fit saw: a level without training rows has effect 0
+    and is counted as unseen."""
+    C = len(test.spec.classes)
+    sizes = [f.n_levels for f in test.factors]
+    g = global_codes(tuple(f.codes for f in test.factors), sizes)
+    A = (np.concatenate([e.effect for e in fit.effects]) if fit.effects else np.zeros((1, C)))
+    w = np.ascontiguousarray(test.weights)
+    ll, conf, _ = km.score_pass(np.ascontiguousarray(test.X), fit.beta, g, A,
+                                np.ascontiguousarray(test.y), w)
     unseen = {f.name: int(np.sum(s.counts[f.codes] == 0))
-              for f, s in zip(tsub, subs)}
-    hm = metrics_from_scores(ll, conf, float(w.sum()), int(np.sum(w > 0)), design.spec.classes,
-                             unseen)
-    train_design = _TrainDesign(design, train, tuple(subs))
-    return MultinomialResults.from_fit(out, train_design, holdout_metrics=hm)
-
-
-class _TrainDesign:
-    """The training part of a Design, as far as :meth:`MultinomialResults.from_fit` reads it."""
-
-    def __init__(self, design, rows: np.ndarray, factors):
-        self.spec = design.spec
-        self.column_names = design.column_names
-        self.factors = factors
-        self.y = design.y[rows]
-        self.n_dropped = design.n_dropped
+              for f, s in zip(test.factors, training.factors)}
+    return metrics_from_scores(ll, conf, float(w.sum()), int(np.sum(w > 0)), test.spec.classes,
+                               unseen)

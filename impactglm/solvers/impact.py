@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .families import Family
+
+from ..families import Family
 
 __all__ = ["smoothed_impact_code", "balance_deficit", "impact_step", "summed_impact",
            "prior_pseudo_weight"]

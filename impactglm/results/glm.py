@@ -21,71 +21,24 @@ Definitions (w prior weights, V the variance function, d the unit deviance):
 """
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from typing import Any, Mapping
-
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .errors import ModelError, UnseenLevelWarning
-from .families import Family, get_family
-from .fitoutput import FactorEffects, FitOutput
-from .irls import user_stacklevel
 
-__all__ = ["GLMResults", "Summary"]
-
-
-# FitOutput.extra entries shown as the convergence certificate of ^ fits
-_CERTIFICATE_KEYS = ("max_grad", "max_step", "rel_obj_change", "n_passes", "grad_tol")
-
-
-def _frozen(a) -> np.ndarray:
-    a = np.array(a, dtype=np.float64, copy=True)
-    a.flags.writeable = False
-    return a
+from .._util import user_stacklevel
+from ..containers import FactorEffects, FitOutput
+from ..errors import ModelError, UnseenLevelWarning
+from ..families import Family, get_family
+from .base import CERTIFICATE_KEYS, format_number, frozen_array, frozen_effects, ScalarStats, stat_property, Summary
+from ..design.spec import ModelSpec
+from ..plots import plot_calibration, plot_convergence, plot_effects
+from ..solvers.irls import null_deviance
+from . import files
 
 
-
-def stat_property(name: str) -> property:
-    """A read-only property returning ``self._stats[name]`` (the results' scalar statistics)."""
-    return property(lambda self: self._stats[name], doc=f"{name} (see module docstring)")
-
-
-class Summary:
-    """A printable summary: ``str(s)`` is the text; ``header`` and ``coefficients`` are data."""
-
-    def __init__(self, text: str, header: list[tuple[str, str]], coefficients: pd.DataFrame):
-        self.text = text
-        self.header = header
-        self.coefficients = coefficients
-
-    def __str__(self) -> str:
-        return self.text
-
-    def __repr__(self) -> str:
-        return self.text
-
-    def as_text(self) -> str:
-        return self.text
-
-
-class ScalarStats:
-    """The scalar statistics every results class reads from its ``_stats`` dict."""
-
-    llf = stat_property("llf")
-    deviance = stat_property("deviance")
-    null_deviance = stat_property("null_deviance")
-    aic = stat_property("aic")
-    bic = stat_property("bic")
-    nobs = stat_property("nobs")
-    df_model = stat_property("df_model")
-    df_resid = stat_property("df_resid")
-    converged = stat_property("converged")
-    n_iter = stat_property("n_iter")
-    n_dropped = stat_property("n_dropped")
-    method = stat_property("method")
 
 
 class GLMResults(ScalarStats):
@@ -100,19 +53,19 @@ class GLMResults(ScalarStats):
                  log: pd.DataFrame | None = None, extra: Mapping[str, Any] | None = None,
                  training: Mapping[str, np.ndarray] | None = None):
         d = self.__dict__
-        d["_params"] = _frozen(params)
-        d["_cov"] = _frozen(cov)
+        d["_params"] = frozen_array(params)
+        d["_cov"] = frozen_array(cov)
         d["_names"] = tuple(column_names)
         d["_family"] = get_family(family)
         d["_spec"] = spec
         d["_stats"] = dict(stats)
-        d["_effects"] = tuple(_frozen_effects(e) for e in effects)
+        d["_effects"] = tuple(frozen_effects(e) for e in effects)
         d["_log"] = log.copy() if log is not None else pd.DataFrame()
         d["_extra"] = {k: (v.item() if isinstance(v, np.generic) else v)
                        for k, v in (extra or {}).items()
                        if isinstance(v, (int, float, str, bool, np.generic)) or v is None}
         d["_training"] = None if training is None else {
-            k: (v if k == "row_labels" else _frozen(v)) for k, v in training.items()}
+            k: (v if k == "row_labels" else frozen_array(v)) for k, v in training.items()}
         d["_last_unseen"] = {}
 
     def __setattr__(self, name, value):
@@ -129,8 +82,6 @@ class GLMResults(ScalarStats):
 
         ``method`` and ``prior_method`` (how the prior sds were chosen) are shown in the
         summary header."""
-        from .irls import null_deviance
-
         family = get_family(family)
         y, w, off = design.y, design.weights, design.offset
         mu, eta = np.asarray(fit.mu, float), np.asarray(fit.eta, float)
@@ -351,8 +302,6 @@ class GLMResults(ScalarStats):
     @classmethod
     def from_dict(cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> "GLMResults":
         """Inverse of :meth:`to_dict` (no training data: residuals are unavailable)."""
-        from .design import ModelSpec
-
         spec = ModelSpec.from_dict(meta["spec"])
         effects = tuple(
             FactorEffects(name=f["name"], levels=spec.factor_levels[k],
@@ -373,24 +322,19 @@ class GLMResults(ScalarStats):
     # ------------------------------------------------------------------ plots (impactglm.plots)
     def plot_effects(self, name: str, **kwargs):
         """Caterpillar plot of the level effects of ^name; see :func:`impactglm.plots.plot_effects`."""
-        from .plots import plot_effects
         return plot_effects(self, name, **kwargs)
 
     def plot_convergence(self, **kwargs):
         """Gradient and objective per iteration; see :func:`impactglm.plots.plot_convergence`."""
-        from .plots import plot_convergence
         return plot_convergence(self, **kwargs)
 
     def plot_calibration(self, data, **kwargs):
         """Binned calibration (binomial); see :func:`impactglm.plots.plot_calibration`."""
-        from .plots import plot_calibration
         return plot_calibration(self, data, **kwargs)
 
     def save(self, path) -> None:
         """Save as plain files (JSON + npz, no pickle); read back with ``impactglm.load``."""
-        from .serialize import save
-
-        save(self, path)
+        files.save(self, path)
 
     # ------------------------------------------------------------------ summary
     def _response_label(self) -> str:
@@ -416,8 +360,8 @@ class GLMResults(ScalarStats):
                 left.append(("Response:", "proportions"))
         right = [("No. Observations:", str(self.nobs)),
                  ("Rows dropped (NA):", str(self.n_dropped)),
-                 ("Df Residuals:", _num(self.df_resid)),
-                 ("Df Model:", _num(self.df_model)),
+                 ("Df Residuals:", format_number(self.df_resid)),
+                 ("Df Model:", format_number(self.df_model)),
                  ("Scale:", f"{self.scale:.6g}"),
                  ("Log-Likelihood:", f"{self.llf:.6g}"),
                  ("Deviance:", f"{self.deviance:.6g}"),
@@ -448,7 +392,7 @@ class GLMResults(ScalarStats):
             lines.append(f"^{e.name}: {e.n_levels} levels, {e.n_singletons} singletons, "
                          f"{prior}, edf = {e.edf:.1f}")
         cert = [f"{k} = {v:.3g}" for k, v in self._extra.items()
-                if k in _CERTIFICATE_KEYS and isinstance(v, (int, float, np.number))]
+                if k in CERTIFICATE_KEYS and isinstance(v, (int, float, np.number))]
         if cert:
             lines.append("Convergence certificate: " + ", ".join(cert))
         return lines
@@ -496,18 +440,3 @@ def _pearson_chi2(family: Family, y, mu, w) -> float:
         terms = w * (y - mu) ** 2 / family.variance(mu)
     terms[(y == mu)] = 0.0
     return float(np.sum(terms))
-
-
-def _frozen_effects(e: FactorEffects) -> FactorEffects:
-    """A copy of e whose arrays are read-only."""
-    arrays = {}
-    for key in ("levels", "counts", "effect", "se"):
-        a = np.array(getattr(e, key), copy=True)
-        a.flags.writeable = False
-        arrays[key] = a
-    return dataclasses.replace(e, **arrays)
-
-
-def _num(x) -> str:
-    x = float(x)
-    return str(int(x)) if x.is_integer() else f"{x:.2f}"
