@@ -3,7 +3,7 @@
     python3 benchmarks/bench_design.py            # 1M and 10M rows
     python3 benchmarks/bench_design.py --rows 1000000
 
-Times: the level coding of one ^ column (impactglm.design.factorize), build_design
+Times: the level coding of one ^ column (impactglm.design.levels.factorize), build_design
 for three formulas, ModelSpec.transform on the same rows, and the spec's JSON round
 trip.  Wall time is the median of --repeat runs; the machine is shared, so expect noise.
 """
@@ -16,7 +16,9 @@ import time
 
 import numpy as np
 
-from impactglm.design import ModelSpec, build_design, factorize
+from impactglm.design.build import build_design
+from impactglm.design.levels import factorize
+from impactglm.design.spec import ModelSpec
 from impactglm.simulate import make_ratings
 
 SIZES = {1_000_000: (6_040, 3_706), 10_000_000: (69_878, 10_677)}

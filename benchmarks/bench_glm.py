@@ -1,4 +1,4 @@
-"""IRLS speed: impactglm.irls.fit_irls vs statsmodels GLM vs glum (no penalty), same arrays.
+"""IRLS speed: impactglm.solvers.irls.fit_irls vs statsmodels GLM vs glum (no penalty), same arrays.
 
     python3 benchmarks/bench_glm.py [--rows 100000 1000000] [--p 10] [--repeat 1]
 
@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from impactglm.irls import fit_irls
+from impactglm.solvers.irls import fit_irls
 
 
 def make(n: int, p: int, family: str, seed: int = 0):

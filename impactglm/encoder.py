@@ -43,7 +43,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("impactglm.encoder needs scikit-learn: pip install 'impactglm[sklearn]'"
                       ) from exc
 
+
 from .errors import ColumnNotFoundError, DataError, ModelError
+from .families import get_family
+from .solvers import impact
 
 _FAMILIES = ("auto", "gaussian", "binomial", "poisson", "multinomial")
 
@@ -57,16 +60,13 @@ def _level_codes(level: np.ndarray, n_levels: int, y: np.ndarray, w: np.ndarray,
 
     ``level`` holds each row's level index (0..n_levels-1), ``y`` the outcome
     (binomial: 0/1), ``w`` prior weights.  The code is
-    :func:`impactglm.encoding.smoothed_impact_code` (the solver's start values):
+    :func:`impactglm.solvers.impact.smoothed_impact_code` (the solver's start values):
     ``g(mu_l) - g(mu_bar)`` with ``mu_l`` the level mean shrunk towards the grand
     mean ``mu_bar`` by ``kappa = (1/tau^2) / w(mu_bar)`` pseudo-rows.  For the
     gaussian family the dispersion phi in w(mu_bar) is the pooled within-level
     variance.  ``prior_sd="auto"`` estimates tau from these rows
     (:func:`_auto_tau`).
     """
-    from . import encoding
-    from .families import get_family
-
     fam = get_family(family)
     sum_w = np.bincount(level, weights=w, minlength=n_levels)
     sum_wy = np.bincount(level, weights=w * y, minlength=n_levels)
@@ -80,8 +80,8 @@ def _level_codes(level: np.ndarray, n_levels: int, y: np.ndarray, w: np.ndarray,
     tau = _auto_tau(sum_w, sum_wy, grand, phi, family) if prior_sd == "auto" else float(prior_sd)
     if tau == 0.0:
         return np.zeros(n_levels), tau
-    kappa = encoding.prior_pseudo_weight(grand, tau, fam, scale=phi)
-    return encoding.smoothed_impact_code(sum_wy, sum_w, grand, kappa, fam), tau
+    kappa = impact.prior_pseudo_weight(grand, tau, fam, scale=phi)
+    return impact.smoothed_impact_code(sum_wy, sum_w, grand, kappa, fam), tau
 
 
 def _within_level_variance(level, y, w, sum_w, sum_wy) -> float:
@@ -105,8 +105,6 @@ def _auto_tau(sum_w, sum_wy, grand, phi, family) -> float:
     E[s_l^2 / W_l] = 1 + W_l tau^2, so tau^2 = (sum_l s_l^2/W_l - q) / sum_l W_l
     (clipped at 0): cheap, and unbiased when the codes are small.
     """
-    from .families import get_family
-
     fam = get_family(family)
     eta = fam.link.link(np.array([grand]))
     me = float(fam.link.mu_eta(eta)[0])

@@ -8,6 +8,7 @@ filtered as a group (``warnings.simplefilter("ignore", ig.errors.ImpactGLMWarnin
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Iterable
 
 
@@ -79,3 +80,41 @@ def closest(name: str, choices: Iterable[str]) -> str | None:
     """The closest spelling of ``name`` among ``choices`` (or None)."""
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)
     return close[0] if close else None
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class DataFileNotFoundError(ImpactGLMError, FileNotFoundError):
+    """The input file does not exist (or is not a regular file)."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class MalformedRowError(DataError):
+    """A row of a text file cannot be parsed; ``line`` is its 1-based line number."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None,
+                 line: int | None = None):
+        self.path = None if path is None else str(path)
+        self.line = line
+        super().__init__(message)
+
+
+class EmptyFileError(DataError):
+    """The file holds no data rows."""
+
+
+class FileFormatError(DataError):
+    """The file cannot be read as the format its name announces."""
+
+
+class OutputExistsError(ImpactGLMError, FileExistsError):
+    """An output file exists and ``force`` was not given.
+
+    ``path`` is the file; the message ends with "without force=True" (the command
+    line rewrites that as "(use --force to replace it)")."""
+
+    def __str__(self) -> str:
+        return self.args[0]

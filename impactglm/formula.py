@@ -284,3 +284,43 @@ def _random_terms(inner: str, text: str, pos: int) -> list[RandomTerm]:
     groups = [tuple(n.strip() for n in ":".join(nested[: k + 1]).split(":"))
               for k in range(len(nested))]
     return [RandomTerm(expr, g, correlated=not double) for g in groups]
+
+
+# --------------------------------------------------------------------------- formula helpers
+
+
+def special_spans(text: str) -> tuple[int, list[tuple[int, int]]]:
+    """Position of '~' (-1 if none) and the spans of ``^g`` and ``(x|g)`` terms (with sign)."""
+    tildes = [i for i, c in _top_level_chars(text) if c == "~"]
+    tilde = tildes[0] if tildes else -1
+    rhs_start = tilde + 1
+    spans = []
+    for term, start in _split_terms(text, text[rhs_start:], rhs_start):
+        body = term.lstrip("+-").strip()
+        special = body.startswith("^") or (
+            body.startswith("(") and _matching_paren(body) == len(body) - 1
+            and _has_bar(body[1:-1]))
+        if special:
+            spans.append((start, start + len(term)))
+    return tilde, spans
+
+
+def patsy_rhs_text(text: str) -> str:
+    """The user's formula with the response and the special terms blanked out.
+
+    Every other character keeps its position, so a Patsy error position is a
+    position in the user's formula.
+    """
+    tilde, spans = special_spans(text)
+    chars = list(text)
+    for i in range(tilde):
+        chars[i] = " "
+    for a, b in spans:
+        for i in range(a, b):
+            chars[i] = " "
+    out = "".join(chars)
+    if tilde < 0:
+        out = "~" + out   # positions shift by one (the caller passes shift=-1)
+    if not out[out.index("~") + 1:].strip():
+        out = out.rstrip() + " 1"
+    return out

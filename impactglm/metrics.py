@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+
 from .errors import ModelError
-from .multinomial_results import Metrics, MultinomialResults, metrics_from_scores
+from .results.multinomial import Metrics, metrics_from_scores, MultinomialResults
 
 __all__ = ["evaluate", "Metrics"]
 

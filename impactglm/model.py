@@ -3,11 +3,15 @@
     >>> import impactglm as ig
     >>> res = ig.glm("y ~ x1 + C(k)", data, family="binomial").fit()   # doctest: +SKIP
 
-Dispatch (docs/internals.md): a formula without ``^`` terms is fitted by IRLS
-(:func:`impactglm.irls.fit_irls`, R's glm.fit); ``^`` terms go to the re-encoding
-Newton solver (:mod:`impactglm.solver`); ``family="multinomial"`` to
-:mod:`impactglm.multinomial`.  The solver modules are imported inside ``fit`` so
-that this module works whichever of them is installed.
+Call order (docs/internals.md): :func:`impactglm.design.build.build_design` turns the
+formula and the table into arrays; ``.fit()`` hands them to a solver in
+:mod:`impactglm.solvers.api` -- a formula without ``^`` terms to IRLS
+(:func:`impactglm.solvers.irls.fit_irls`, R's glm.fit), ``^`` terms to the re-encoding
+Newton solver (:func:`~impactglm.solvers.api.fit_high_cardinality`),
+``family="multinomial"`` to :func:`~impactglm.solvers.api.fit_multinomial` -- and wraps
+the solver's FitOutput in a results object (:mod:`impactglm.results.glm`,
+:mod:`impactglm.results.multinomial`).  A multinomial holdout is split here
+(``Design.subset``), fitted on the training rows and scored on the rest.
 """
 from __future__ import annotations
 
@@ -18,12 +22,16 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .design import Design, build_design
+from ._util import user_stacklevel
+from .containers import Design
+from .design.build import build_design
 from .errors import DataError, ImpactGLMWarning, ModelError
 from .families import Family, get_family
 from .formula import parse_formula
-from .irls import user_stacklevel
-from .results import GLMResults
+from .results.glm import GLMResults
+from .results.multinomial import MultinomialResults, score_holdout
+from .solvers.api import fit_high_cardinality, fit_multinomial
+from .solvers.irls import fit_irls
 
 __all__ = ["glm", "GLM"]
 
@@ -111,23 +119,15 @@ class GLM:
         if callback is not None and _is_multinomial(self.family):
             options["callback"] = callback
         if _is_multinomial(self.family):
-            from .multinomial_results import fit_design
-
-            return fit_design(d, self.prior_sd, holdout=holdout, seed=seed, verbose=verbose,
+            return fit_multinomial_design(d, self.prior_sd, holdout=holdout, seed=seed, verbose=verbose,
                               **options)
         if holdout is not None:
             raise ModelError("holdout= is available for family='multinomial' only; for other "
                              "families fit on a split and use impactglm.evaluate()")
         if not d.factors:
-            from .irls import fit_irls
-
             out = fit_irls(d.X, d.y, d.weights, d.offset, self.family,
                            column_names=d.column_names, verbose=verbose, **options)
             return GLMResults.from_fit(out, d, self.family, method="IRLS")
-        try:
-            from .solver import fit_high_cardinality
-        except ImportError as e:  # pragma: no cover - until solver.py exists
-            raise ModelError("^ terms need impactglm.solver, which is not available") from e
         out = fit_high_cardinality(d.X, [(f.codes, f.n_levels) for f in d.factors], d.y,
                                    d.weights, d.offset, self.family, self.prior_sd,
                                    method=method, verbose=verbose,
@@ -185,3 +185,33 @@ def glm(formula: str, data, family: str | Family = "gaussian", link: str | None 
     """
     return GLM(formula, data, family=family, link=link, weights=weights, offset=offset,
                prior_sd=prior_sd, na_action=na_action)
+
+
+def fit_multinomial_design(design, prior_sd: Any = "auto", *, holdout: float | None = None,
+               seed: int | None = None, **options) -> MultinomialResults:
+    """Fit a multinomial Design, optionally keeping a random ``holdout`` share of rows out.
+
+    The held-out rows (each row independently with probability ``holdout``, from
+    ``numpy.random.default_rng(seed)``) are scored after the fit; their metrics are
+    :attr:`MultinomialResults.holdout_metrics`.  Levels seen only in the holdout get
+    effect 0 (they have no training rows).  ``options`` go to
+    :func:`impactglm.solvers.api.fit_multinomial` (tol, maxiter, verbose, ...).
+    """
+    C = len(design.spec.classes)
+    if holdout is None or holdout == 0:
+        out = fit_multinomial(design.X, design.factors, design.y, C, design.weights, None,
+                              prior_sd, **options)
+        return MultinomialResults.from_fit(out, design)
+    if not 0 < float(holdout) < 1:
+        raise ModelError(f"holdout must be a fraction in (0, 1), not {holdout!r}")
+    n = len(design.y)
+    test = np.random.default_rng(seed).random(n) < float(holdout)
+    train = ~test
+    if not test.any() or not train.any():
+        raise ModelError(f"holdout={holdout} leaves {int(train.sum())} training and "
+                         f"{int(test.sum())} holdout rows out of {n}")
+    training = design.subset(train)
+    out = fit_multinomial(training.X, training.factors, training.y, C, training.weights, None,
+                          prior_sd, **options)
+    holdout_metrics = score_holdout(out, design.subset(test), training)
+    return MultinomialResults.from_fit(out, training, holdout_metrics=holdout_metrics)

@@ -85,7 +85,7 @@ def plot_effects(res, name: str, n: int = 15, level: float = 0.95, klass: int | 
     return ax
 
 
-def _solve_starts(log: pd.DataFrame, obj_col: str | None) -> np.ndarray:
+def solve_starts(log: pd.DataFrame, obj_col: str | None) -> np.ndarray:
     """Row indices where a new solve starts in a log of several solves.
 
     With ``prior_sd="auto"`` the log holds the solves of the tau search one after
@@ -126,7 +126,7 @@ def plot_convergence(res, solve: str = "last", ax=None):
         raise ModelError("this fit has no iteration log to plot")
     grad_col = next((c for c in ("max_grad", "rel_change", "max_step") if c in log), None)
     obj_col = next((c for c in ("objective", "deviance") if c in log), None)
-    starts = _solve_starts(log, obj_col)
+    starts = solve_starts(log, obj_col)
     if solve == "last":
         log = log.iloc[starts[-1]:]
     x = np.arange(len(log))

@@ -42,8 +42,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("impactglm.sklearn needs scikit-learn: pip install 'impactglm[sklearn]'"
                       ) from exc
 
+
 from .errors import ColumnNotFoundError, DataError, ModelError
 from .formula import parse_formula
+from .model import glm
 
 __all__ = ["ImpactGLMClassifier", "ImpactGLMRegressor"]
 
@@ -158,8 +160,6 @@ class _ImpactGLMBase(BaseEstimator):
     # ---------------------------------------------------------------- fitting
 
     def _fit(self, X, y_model: np.ndarray, family: str, sample_weight):
-        from .model import glm
-
         if self.family not in self._families:
             raise ModelError(f"family must be one of {self._families}, not {self.family!r}")
         frame = self._frame(X, reset=True)

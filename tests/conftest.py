@@ -33,6 +33,7 @@ LMM_DEVIANCE_ATOL = 1e-3     # REML criterion / deviance vs lme4
 LMM_FIXEF_RTOL = 1e-6        # LMM fixed effects vs lme4
 LMM_SE_RTOL = 1e-4           # LMM standard errors vs lme4
 LMM_BLUP_ATOL = 1e-4         # conditional modes vs lme4
+GLMM_PRIOR_SD_RTOL = 1e-3    # prior_sd='auto' (binomial/poisson) vs glmer(nAGQ=0)'s sds
 
 
 def read_csv(name: str) -> pd.DataFrame:

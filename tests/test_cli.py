@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from impactglm import cli, io
+from impactglm import _util
+from impactglm.cli import commands as cli
+from impactglm.io import read as io_read, write as io_write
 from impactglm.simulate import make_ratings
 
 FORMULA = "Rating ~ ^UserID + ^MovieID + age"
@@ -42,7 +44,7 @@ def ratings() -> pd.DataFrame:
 @pytest.fixture
 def csv_file(tmp_path, ratings):
     path = tmp_path / "ratings.csv"
-    io.write_table(ratings, path)
+    io_write.write_table(ratings, path)
     return path
 
 
@@ -135,9 +137,9 @@ def test_bad_option_values_are_usage_errors(capsys, tmp_path, csv_file, option, 
 
 
 def test_prior_sd_values():
-    assert cli._prior_sd("auto") == "auto"
-    assert cli._prior_sd("None") is None
-    assert cli._prior_sd("0.25") == 0.25
+    assert cli.parse_prior_sd("auto") == "auto"
+    assert cli.parse_prior_sd("None") is None
+    assert cli.parse_prior_sd("0.25") == 0.25
 
 
 def test_no_command_prints_help(capsys):
@@ -196,7 +198,7 @@ def test_console_script_runs(tmp_path):
 # a cheap Gaussian model, to keep the file fast.
 
 import impactglm as ig  # noqa: E402
-from impactglm.demo import demo_sizes, score_probabilities  # noqa: E402
+from impactglm.cli.demo import demo_sizes, score_probabilities  # noqa: E402
 
 MULTI = "Rating ~ ^UserID + ^MovieID + age"
 PRIOR = 0.7                                 # fixed prior sd: a shorter fit than "auto"
@@ -229,8 +231,7 @@ def fitted(tmp_path_factory, ratings):
     import io as stdio
     out, err = stdio.StringIO(), stdio.StringIO()
     with pytest.MonkeyPatch.context() as mp:             # pretend stderr is a terminal
-        mp.setattr(cli, "_stderr_is_terminal", lambda: True)
-        mp.setattr(io, "_stderr_is_terminal", lambda: True)
+        mp.setattr(_util, "stderr_is_terminal", lambda: True)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             f.code = cli.main([str(a) for a in argv])
     f.out, f.err = out.getvalue(), err.getvalue()
@@ -269,8 +270,8 @@ def test_score_every_format(capsys, tmp_path, ratings, fitted, reference, name):
     code, out, err = run(capsys, "score", "--model", fitted.model, "--data", data,
                          "--out", tmp_path / out_name, "--quiet")
     assert code == 0, err
-    result = io.read_table(tmp_path / out_name)
-    classes = [cli._label(c) for c in reference.classes]
+    result = io_read.read_table(tmp_path / out_name)
+    classes = [cli.class_label(c) for c in reference.classes]
     assert list(result.columns) == ([f"prob_{c}" for c in classes] + ["predicted"]
                                     + list(ratings.columns))
     np.testing.assert_allclose(result.iloc[:, :len(classes)].to_numpy(),
@@ -318,7 +319,7 @@ def test_coef_tsv_rebuilds_the_predictions(fitted, ratings, reference):
                         keep_default_na=False)
     assert list(table.columns) == ["outcome", "variable", "kind", "level", "value"]
     assert set(table["kind"]) == {"Const", "Numeric", "CategoricalLevel"}
-    classes = [cli._label(c) for c in reference.classes]
+    classes = [cli.class_label(c) for c in reference.classes]
     assert list(dict.fromkeys(table["outcome"])) == classes
     params = reference.params
     for j, c in enumerate(reference.classes):
@@ -371,14 +372,14 @@ def test_overwrite_needs_force(capsys, tmp_path, ratings):
 
 
 def test_failed_save_leaves_nothing(capsys, tmp_path, ratings, monkeypatch):
-    import impactglm.serialize as serialize
+    from impactglm.results import files
 
     def broken(res, path, *args, **kwargs):
         with open(path, "w") as f:
             f.write('{"partial": ')
         raise OSError(28, "No space left on device", str(path))
 
-    monkeypatch.setattr(serialize, "save", broken)
+    monkeypatch.setattr(files, "save", broken)
     data = tmp_path / "d.parquet"
     write_independently(ratings, data)
     code, out, err = run(capsys, "fit", "--data", data, "--formula", CHEAP, "--family", "gaussian",
@@ -401,7 +402,7 @@ def test_score_without_outcome_and_with_unseen_levels(capsys, tmp_path, ratings,
     assert code == 0, err
     assert "accuracy" not in out
     assert "impactglm: warning: " in err and "UserID" in err
-    result = io.read_table(tmp_path / "s.csv")
+    result = io_read.read_table(tmp_path / "s.csv")
     assert list(result.columns)[-4:] == list(new.columns)
     np.testing.assert_allclose(result.iloc[:, :10].to_numpy(), expected, rtol=1e-9)
 
@@ -505,7 +506,7 @@ def test_chunked_scoring_equals_one_piece(capsys, tmp_path, ratings, fitted, ref
     code, out, err = run(capsys, "score", "--model", fitted.model, "--data", data,
                          "--out", tmp_path / out_name, "--quiet")
     assert code == 0, err
-    result = io.read_table(tmp_path / out_name)
+    result = io_read.read_table(tmp_path / out_name)
     assert len(result) == len(ratings)
     np.testing.assert_allclose(result.iloc[:, :10].to_numpy(),
                                reference.predict(ratings).to_numpy(), rtol=1e-9, atol=1e-15)
@@ -520,11 +521,11 @@ def test_chunked_scoring_equals_one_piece(capsys, tmp_path, ratings, fitted, ref
 def test_combine_metrics_is_the_metric_of_the_union():
     parts = [{"nobs": 2, "sum_weights": 2.0, "accuracy": 0.5, "logloss": 1.0, "deviance": 4.0},
              {"nobs": 6, "sum_weights": 6.0, "accuracy": 1.0, "logloss": 2.0, "deviance": 24.0}]
-    got = cli._combine_metrics(parts)
+    got = cli.combine_metrics(parts)
     assert got == {"nobs": 8, "accuracy": 0.875, "logloss": 1.75, "deviance": 28.0}
     gaussian = [{"nobs": 3, "sum_weights": 3.0, "accuracy": None, "logloss": None,
                  "deviance": 1.5}] * 2
-    assert cli._combine_metrics(gaussian) == {"nobs": 6, "deviance": 3.0}
+    assert cli.combine_metrics(gaussian) == {"nobs": 6, "deviance": 3.0}
 
 
 def test_wrong_separator_is_named(capsys, tmp_path, ratings):

@@ -11,7 +11,10 @@ import pyarrow as pa
 import pytest
 
 from conftest import read_csv
-from impactglm.design import Design, ModelSpec, build_design, factorize
+from impactglm.containers import Design
+from impactglm.design.build import build_design
+from impactglm.design.levels import factorize
+from impactglm.design.spec import ModelSpec
 from impactglm.errors import DataError
 
 
@@ -77,7 +80,7 @@ def test_special_terms_are_taken_out_before_patsy():
 def test_fast_standardize_matches_patsy_on_chunks():
     from patsy.state import Standardize
 
-    from impactglm.design import FastStandardize
+    from impactglm.design.patsy import FastStandardize
     rng = np.random.default_rng(5)
     chunks = [rng.normal(3.0, 2.0, size=(m, 2)) for m in (7, 1, 30, 0, 12)]
     fast, ref = FastStandardize(), Standardize()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 
-from impactglm import families as F
+from impactglm import families
 from impactglm.errors import DataError, ModelError
 from conftest import OBJECTIVE_RTOL
 
@@ -14,12 +14,12 @@ N = 200
 W = rng.integers(1, 5, N).astype(float)
 
 CASES = {
-    "gaussian": (F.Gaussian(), sm.families.Gaussian(), rng.normal(1, 2, N), rng.normal(1, 1, N)),
-    "binomial": (F.Binomial(), sm.families.Binomial(), rng.integers(0, 2, N).astype(float),
+    "gaussian": (families.Gaussian(), sm.families.Gaussian(), rng.normal(1, 2, N), rng.normal(1, 1, N)),
+    "binomial": (families.Binomial(), sm.families.Binomial(), rng.integers(0, 2, N).astype(float),
                  rng.uniform(0.05, 0.95, N)),
-    "poisson": (F.Poisson(), sm.families.Poisson(), rng.poisson(3, N).astype(float),
+    "poisson": (families.Poisson(), sm.families.Poisson(), rng.poisson(3, N).astype(float),
                 rng.gamma(3, 1, N)),
-    "gamma": (F.Gamma(), sm.families.Gamma(), rng.gamma(2, 1.5, N), rng.gamma(3, 1, N)),
+    "gamma": (families.Gamma(), sm.families.Gamma(), rng.gamma(2, 1.5, N), rng.gamma(3, 1, N)),
 }
 
 
@@ -66,44 +66,44 @@ def test_aic_counts_the_dispersion_parameter():
 
 @pytest.mark.parametrize("link", ["logit", "probit", "cloglog"])
 def test_link_roundtrip(link):
-    fam = F.get_family("binomial", link)
+    fam = families.get_family("binomial", link)
     mu = np.linspace(0.01, 0.99, 99)
     np.testing.assert_allclose(fam.link.inverse(fam.link.link(mu)), mu, rtol=1e-12)
 
 
 def test_get_family_names_links_and_objects():
-    assert F.get_family("Gamma", "log") == F.Gamma(link="log")
-    assert F.get_family(F.Binomial(link="probit")).link.name == "probit"
-    assert F.get_family(F.Binomial(), "cloglog").link.name == "cloglog"
-    assert F.get_family("poisson").link.code == F.LINK_CODES["log"]
-    assert F.get_family("gamma").link.name == "inverse"
+    assert families.get_family("Gamma", "log") == families.Gamma(link="log")
+    assert families.get_family(families.Binomial(link="probit")).link.name == "probit"
+    assert families.get_family(families.Binomial(), "cloglog").link.name == "cloglog"
+    assert families.get_family("poisson").link.code == families.LINK_CODES["log"]
+    assert families.get_family("gamma").link.name == "inverse"
 
 
 def test_unknown_family_and_bad_link_raise_model_error():
     with pytest.raises(ModelError, match="binomial"):
-        F.get_family("binomal")
+        families.get_family("binomal")
     with pytest.raises(ModelError, match="probit"):
-        F.get_family("poisson", "probit")
+        families.get_family("poisson", "probit")
 
 
 def test_binomial_response_outside_range_names_column_and_row():
     y = np.array([0.0, 1.0, 2.0, 1.0])
     with pytest.raises(DataError, match=r"'admit'.*row 2 has 2\.0"):
-        F.Binomial().check_response(y, "admit")
+        families.Binomial().check_response(y, "admit")
 
 
 def test_negative_count_names_row_label():
     with pytest.raises(DataError, match=r"'count'.*non-negative.*row 'r1'"):
-        F.Poisson().check_response(np.array([1.0, -1.0]), "count",
+        families.Poisson().check_response(np.array([1.0, -1.0]), "count",
                                    row_labels=np.array(["r0", "r1"]))
 
 
 def test_gamma_needs_positive_response():
     with pytest.raises(DataError, match="positive"):
-        F.Gamma().check_response(np.array([1.0, 0.0]), "cost")
-    F.Gamma().check_response(np.array([1.0, 0.5]), "cost")
+        families.Gamma().check_response(np.array([1.0, 0.0]), "cost")
+    families.Gamma().check_response(np.array([1.0, 0.5]), "cost")
 
 
 def test_nan_response_is_rejected():
     with pytest.raises(DataError, match="finite"):
-        F.Gaussian().check_response(np.array([1.0, np.nan]), "y")
+        families.Gaussian().check_response(np.array([1.0, np.nan]), "y")

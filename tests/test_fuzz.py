@@ -301,7 +301,7 @@ def random_frames(draw):
                                  HealthCheck.data_too_large])
 @given(random_frames())
 def test_design_builder_gives_a_design_or_an_impactglm_error(case):
-    from impactglm.design import build_design
+    from impactglm.design.build import build_design
     EXAMPLES["design: random frames"] += 1
     frame, formula, family, na_action, weights = case
     before = frame.copy(deep=True)

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from impactglm.design import ModelSpec, build_design
+from impactglm.design.build import build_design
+from impactglm.design.spec import ModelSpec
 from impactglm.errors import ColumnNotFoundError, DataError, FormulaError, ImpactGLMError
 
 

@@ -6,18 +6,18 @@ import pytest
 from numba import njit
 from scipy import stats
 
-from impactglm.kernels import links as L
+from impactglm.kernels import links as link_kernels
 from conftest import KERNEL_RTOL
 
-LINKS = [L.LINK_IDENTITY, L.LINK_LOG, L.LINK_LOGIT, L.LINK_PROBIT, L.LINK_CLOGLOG, L.LINK_INVERSE]
-FAMILIES = [L.FAMILY_GAUSSIAN, L.FAMILY_BINOMIAL, L.FAMILY_POISSON, L.FAMILY_GAMMA]
+LINKS = [link_kernels.LINK_IDENTITY, link_kernels.LINK_LOG, link_kernels.LINK_LOGIT, link_kernels.LINK_PROBIT, link_kernels.LINK_CLOGLOG, link_kernels.LINK_INVERSE]
+FAMILIES = [link_kernels.FAMILY_GAUSSIAN, link_kernels.FAMILY_BINOMIAL, link_kernels.FAMILY_POISSON, link_kernels.FAMILY_GAMMA]
 
 
 @njit(cache=True)
 def _map_link(eta, code, which):
     out = np.empty_like(eta)
     for i in range(eta.size):
-        out[i] = L.linkinv(eta[i], code) if which == 0 else L.mu_eta(eta[i], code)
+        out[i] = link_kernels.linkinv(eta[i], code) if which == 0 else link_kernels.mu_eta(eta[i], code)
     return out
 
 
@@ -25,7 +25,7 @@ def _map_link(eta, code, which):
 def _map_family(y, mu, code, which):
     out = np.empty_like(mu)
     for i in range(mu.size):
-        out[i] = L.variance(mu[i], code) if which == 0 else L.unit_deviance(y[i], mu[i], code)
+        out[i] = link_kernels.variance(mu[i], code) if which == 0 else link_kernels.unit_deviance(y[i], mu[i], code)
     return out
 
 
@@ -39,10 +39,10 @@ def _eta_grid():
 @pytest.mark.parametrize("code", LINKS)
 def test_link_kernels_match_numpy_twins(code):
     eta = _eta_grid()
-    if code == L.LINK_INVERSE:
+    if code == link_kernels.LINK_INVERSE:
         eta = eta[eta != 0]
     with np.errstate(over="ignore"):
-        for which, twin in ((0, L.linkinv_numpy), (1, L.mu_eta_numpy)):
+        for which, twin in ((0, link_kernels.linkinv_numpy), (1, link_kernels.mu_eta_numpy)):
             got = _map_link(eta, code, which)
             want = twin(eta, code)
             np.testing.assert_allclose(got, want, rtol=KERNEL_RTOL, atol=0)
@@ -51,62 +51,62 @@ def test_link_kernels_match_numpy_twins(code):
 @pytest.mark.parametrize("code", FAMILIES)
 def test_family_kernels_match_numpy_twins(code):
     rng = np.random.default_rng(2)
-    if code == L.FAMILY_BINOMIAL:
+    if code == link_kernels.FAMILY_BINOMIAL:
         mu = rng.uniform(1e-9, 1 - 1e-9, 600)
         y = np.concatenate([rng.integers(0, 2, 300), rng.uniform(0, 1, 300)]).astype(float)
-    elif code == L.FAMILY_GAUSSIAN:
+    elif code == link_kernels.FAMILY_GAUSSIAN:
         mu = rng.normal(0, 5, 600)
         y = rng.normal(0, 5, 600)
     else:
         mu = rng.gamma(2.0, 2.0, 600) + 1e-6
-        y = (rng.poisson(3.0, 600).astype(float) if code == L.FAMILY_POISSON
+        y = (rng.poisson(3.0, 600).astype(float) if code == link_kernels.FAMILY_POISSON
              else rng.gamma(2.0, 1.0, 600))
     for which in (0, 1):
         got = _map_family(y, mu, code, which)
-        want = L.variance_numpy(mu, code) if which == 0 else L.unit_deviance_numpy(y, mu, code)
+        want = link_kernels.variance_numpy(mu, code) if which == 0 else link_kernels.unit_deviance_numpy(y, mu, code)
         np.testing.assert_allclose(got, want, rtol=KERNEL_RTOL, atol=0)
 
 
 def test_links_agree_with_independent_formulas():
     """Away from the clipping region the links are the textbook functions (scipy)."""
     eta = np.linspace(-6, 6, 121)
-    np.testing.assert_allclose(L.linkinv_numpy(eta, L.LINK_LOGIT), 1 / (1 + np.exp(-eta)),
+    np.testing.assert_allclose(link_kernels.linkinv_numpy(eta, link_kernels.LINK_LOGIT), 1 / (1 + np.exp(-eta)),
                                rtol=1e-14)
-    np.testing.assert_allclose(L.linkinv_numpy(eta, L.LINK_PROBIT), stats.norm.cdf(eta), rtol=1e-13)
-    np.testing.assert_allclose(L.mu_eta_numpy(eta, L.LINK_PROBIT), stats.norm.pdf(eta), rtol=1e-13)
-    np.testing.assert_allclose(L.linkinv_numpy(eta[eta < 3], L.LINK_CLOGLOG),
+    np.testing.assert_allclose(link_kernels.linkinv_numpy(eta, link_kernels.LINK_PROBIT), stats.norm.cdf(eta), rtol=1e-13)
+    np.testing.assert_allclose(link_kernels.mu_eta_numpy(eta, link_kernels.LINK_PROBIT), stats.norm.pdf(eta), rtol=1e-13)
+    np.testing.assert_allclose(link_kernels.linkinv_numpy(eta[eta < 3], link_kernels.LINK_CLOGLOG),
                                1 - np.exp(-np.exp(eta[eta < 3])), rtol=1e-12)
     # derivatives by central differences
     h = 1e-6
     for code in LINKS:
-        e = eta[np.abs(eta) > 0.5] if code == L.LINK_INVERSE else eta
-        fd = (L.linkinv_numpy(e + h, code) - L.linkinv_numpy(e - h, code)) / (2 * h)
-        np.testing.assert_allclose(L.mu_eta_numpy(e, code), fd, rtol=1e-6, atol=1e-10)
+        e = eta[np.abs(eta) > 0.5] if code == link_kernels.LINK_INVERSE else eta
+        fd = (link_kernels.linkinv_numpy(e + h, code) - link_kernels.linkinv_numpy(e - h, code)) / (2 * h)
+        np.testing.assert_allclose(link_kernels.mu_eta_numpy(e, code), fd, rtol=1e-6, atol=1e-10)
 
 
 def test_link_clipping_as_r():
     """R's safeguards: logit/probit/cloglog stay strictly inside (0, 1); log stays >= eps."""
     eta = np.array([-1000.0, -50.0, 50.0, 1000.0])
-    for code in (L.LINK_LOGIT, L.LINK_PROBIT, L.LINK_CLOGLOG):
+    for code in (link_kernels.LINK_LOGIT, link_kernels.LINK_PROBIT, link_kernels.LINK_CLOGLOG):
         mu = _map_link(eta, code, 0)
         assert np.all(mu > 0) and np.all(mu < 1)
-        assert np.all(_map_link(eta, code, 1) >= L.EPS)
-    assert L.linkinv_numpy(np.array([-1000.0]), L.LINK_LOG)[0] == L.EPS
+        assert np.all(_map_link(eta, code, 1) >= link_kernels.EPS)
+    assert link_kernels.linkinv_numpy(np.array([-1000.0]), link_kernels.LINK_LOG)[0] == link_kernels.EPS
     # R: binomial()$linkinv(-31) == .Machine$double.eps / (1 + .Machine$double.eps)
-    assert L.linkinv_numpy(np.array([-31.0]), L.LINK_LOGIT)[0] == L.EPS / (1 + L.EPS)
+    assert link_kernels.linkinv_numpy(np.array([-31.0]), link_kernels.LINK_LOGIT)[0] == link_kernels.EPS / (1 + link_kernels.EPS)
 
 
 def test_unit_deviance_zero_responses():
     """y = 0 terms are the limits 0 log 0 = 0 (poisson 2 mu, binomial -2 log(1-mu))."""
     mu = np.array([0.5, 2.0])
-    np.testing.assert_allclose(L.unit_deviance_numpy(np.zeros(2), mu, L.FAMILY_POISSON), 2 * mu,
+    np.testing.assert_allclose(link_kernels.unit_deviance_numpy(np.zeros(2), mu, link_kernels.FAMILY_POISSON), 2 * mu,
                                rtol=1e-15)
     p = np.array([0.2, 0.7])
-    np.testing.assert_allclose(L.unit_deviance_numpy(np.zeros(2), p, L.FAMILY_BINOMIAL),
+    np.testing.assert_allclose(link_kernels.unit_deviance_numpy(np.zeros(2), p, link_kernels.FAMILY_BINOMIAL),
                                -2 * np.log(1 - p), rtol=1e-15)
-    np.testing.assert_allclose(L.unit_deviance_numpy(np.ones(2), p, L.FAMILY_BINOMIAL),
+    np.testing.assert_allclose(link_kernels.unit_deviance_numpy(np.ones(2), p, link_kernels.FAMILY_BINOMIAL),
                                -2 * np.log(p), rtol=1e-15)
-    got = _map_family(np.zeros(2), mu, L.FAMILY_POISSON, 1)
+    got = _map_family(np.zeros(2), mu, link_kernels.FAMILY_POISSON, 1)
     assert np.all(np.isfinite(got))
 
 
@@ -114,10 +114,10 @@ def test_unit_deviance_zero_responses():
 
 from impactglm.kernels.glm import irls_pass, irls_pass_numpy  # noqa: E402
 
-PAIRS = [(L.FAMILY_GAUSSIAN, L.LINK_IDENTITY), (L.FAMILY_GAUSSIAN, L.LINK_LOG),
-         (L.FAMILY_BINOMIAL, L.LINK_LOGIT), (L.FAMILY_BINOMIAL, L.LINK_PROBIT),
-         (L.FAMILY_BINOMIAL, L.LINK_CLOGLOG), (L.FAMILY_POISSON, L.LINK_LOG),
-         (L.FAMILY_GAMMA, L.LINK_INVERSE), (L.FAMILY_GAMMA, L.LINK_LOG)]
+PAIRS = [(link_kernels.FAMILY_GAUSSIAN, link_kernels.LINK_IDENTITY), (link_kernels.FAMILY_GAUSSIAN, link_kernels.LINK_LOG),
+         (link_kernels.FAMILY_BINOMIAL, link_kernels.LINK_LOGIT), (link_kernels.FAMILY_BINOMIAL, link_kernels.LINK_PROBIT),
+         (link_kernels.FAMILY_BINOMIAL, link_kernels.LINK_CLOGLOG), (link_kernels.FAMILY_POISSON, link_kernels.LINK_LOG),
+         (link_kernels.FAMILY_GAMMA, link_kernels.LINK_INVERSE), (link_kernels.FAMILY_GAMMA, link_kernels.LINK_LOG)]
 
 
 @pytest.mark.parametrize("fam,link", PAIRS)
@@ -125,14 +125,14 @@ def test_irls_pass_matches_numpy_twin(fam, link):
     rng = np.random.default_rng(fam * 10 + link)
     n = 1000
     eta = rng.normal(0.5, 1.5, n)
-    if link == L.LINK_INVERSE:
+    if link == link_kernels.LINK_INVERSE:
         eta = np.abs(eta) + 0.05
-    if fam == L.FAMILY_BINOMIAL:
+    if fam == link_kernels.FAMILY_BINOMIAL:
         y = rng.integers(0, 2, n).astype(float)
         eta[:5] = [-40, 40, 31, -31, 9]          # clipped regions
-    elif fam == L.FAMILY_POISSON:
+    elif fam == link_kernels.FAMILY_POISSON:
         y = rng.poisson(2.0, n).astype(float)
-    elif fam == L.FAMILY_GAMMA:
+    elif fam == link_kernels.FAMILY_GAMMA:
         y = rng.gamma(2.0, 1.0, n)
     else:
         y = rng.normal(1.0, 1.0, n)
@@ -152,11 +152,11 @@ def test_irls_pass_flags_invalid_mu():
     n = 3
     eta = np.array([0.5, -0.2, 1.0])        # gamma/inverse: negative eta -> negative mu
     bufs = [np.empty(n) for _ in range(3)]
-    _, ok = irls_pass(np.ones(n), np.ones(n), eta, np.zeros(n), L.LINK_INVERSE, L.FAMILY_GAMMA,
+    _, ok = irls_pass(np.ones(n), np.ones(n), eta, np.zeros(n), link_kernels.LINK_INVERSE, link_kernels.FAMILY_GAMMA,
                       *bufs)
     assert not ok
-    _, ok = irls_pass(np.ones(n), np.ones(n), np.abs(eta), np.zeros(n), L.LINK_INVERSE,
-                      L.FAMILY_GAMMA, *bufs)
+    _, ok = irls_pass(np.ones(n), np.ones(n), np.abs(eta), np.zeros(n), link_kernels.LINK_INVERSE,
+                      link_kernels.FAMILY_GAMMA, *bufs)
     assert ok
 
 
@@ -169,14 +169,14 @@ def test_validity_kernels_match_numpy_twins(fam, which):
     def run(v, code, kind):
         out = np.empty(v.size, dtype=np.bool_)
         for i in range(v.size):
-            out[i] = L.valid_mu(v[i], code) if kind == 0 else L.valid_eta(v[i], code)
+            out[i] = link_kernels.valid_mu(v[i], code) if kind == 0 else link_kernels.valid_eta(v[i], code)
         return out
 
     if which == "mu":
-        np.testing.assert_array_equal(run(vals, fam, 0), L.valid_mu_numpy(vals, fam))
+        np.testing.assert_array_equal(run(vals, fam, 0), link_kernels.valid_mu_numpy(vals, fam))
     else:
         for link in LINKS:
-            np.testing.assert_array_equal(run(vals, link, 1), L.valid_eta_numpy(vals, link))
+            np.testing.assert_array_equal(run(vals, link, 1), link_kernels.valid_eta_numpy(vals, link))
 
 
 def test_weighted_gram_matches_numpy_twin():

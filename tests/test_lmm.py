@@ -1,4 +1,4 @@
-"""Tests of the linear mixed model fitter (impactglm.lmm, lmm_core, lmm_results, kernels/lmm).
+"""Tests of the linear mixed model fitter (impactglm.mixed: model, core, results; kernels/lmm).
 
 References: lme4 1.1-31 (tests/data/lme4.json from make_lme4.R; tests/data/lme4_lmm_extra.json
 from make_lme4_lmm_extra.R: tight-tolerance refits, conditional SDs, weighted fits),
@@ -20,7 +20,7 @@ from impactglm.errors import (DataError, ImpactGLMError, ImpactGLMWarning, Model
                               SingularFitWarning, UnseenLevelWarning)
 from impactglm.kernels.lmm import (level_dot, level_dot_numpy, level_quadratic,
                                    level_quadratic_numpy, schur_downdate, schur_downdate_numpy)
-from impactglm.lmm_core import LMMProblem, fit_lmm_arrays, profiled_criterion, theta_to_T
+from impactglm.mixed.core import LMMProblem, fit_lmm_arrays, profiled_criterion, theta_to_T
 
 from conftest import (DATA, KERNEL_RTOL, LMM_BLUP_ATOL, LMM_DEVIANCE_ATOL, LMM_FIXEF_RTOL,
                       LMM_SE_RTOL, LMM_THETA_ATOL, OBJECTIVE_RTOL, read_csv)

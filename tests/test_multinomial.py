@@ -15,8 +15,8 @@ import pytest
 import impactglm as ig
 from impactglm.errors import DataError, ImpactGLMError, ModelError, UnseenLevelWarning
 from impactglm.kernels import multinomial as km
-from impactglm.multinomial import fit_multinomial
-from impactglm.multinomial_results import fit_design
+from impactglm.model import fit_multinomial_design
+from impactglm.solvers.api import fit_multinomial
 
 from conftest import COEF_RTOL_R, EXACT_RTOL, KERNEL_RTOL, SE_RTOL_R
 
@@ -168,15 +168,15 @@ def test_level_pass_stores_probabilities(kernel_inputs):
 @pytest.mark.parametrize("intercept_only", [True, False])
 def test_assembled_subspace_information_equals_full_jacobian_sum(kernel_inputs, intercept_only):
     """Level-block shortcuts + the row pass give exactly sum_i V_i' W_i V_i."""
-    from impactglm.multinomial import N_DIRS, _as_factors, _Loop, _Problem
+    from impactglm.solvers.softmax import N_DIRS, SoftmaxLoop, SoftmaxProblem, as_factors
 
     X, beta, gc, A, y, w, _ = kernel_inputs
     if intercept_only:
         X, beta = X[:, :1].copy(), beta[:1].copy()
     q = (50, 30)
     codes = [gc[0], gc[1] - q[0]]
-    prob = _Problem(X, _as_factors([(c, qk) for c, qk in zip(codes, q)], len(y)), y, 4, w, None)
-    loop = _Loop(prob, np.ones(2), np.zeros(2, bool), 1e-6, 10, False, None)
+    prob = SoftmaxProblem(X, as_factors([(c, qk) for c, qk in zip(codes, q)], len(y)), y, 4, w, None)
+    loop = SoftmaxLoop(prob, np.ones(2), np.zeros(2, bool), 1e-6, 10, False, None)
     D = np.random.default_rng(2).normal(size=(sum(q), N_DIRS, 4))
     P = np.empty((len(y), 4))
     _, _, _, Hp = km.level_pass(X, beta, prob.gcodes, A, y, w, P=P)
@@ -228,7 +228,8 @@ def test_one_factor_fit_converges_like_newton():
 def test_coupled_block_step_is_newton_step_with_level_constant_covariate():
     """With one factor, the level step with all of beta eliminated (Schur complement over
     the level blocks) equals the exact Newton step over (beta[:, 1:], effects)."""
-    from impactglm.multinomial import _as_factors, _beta_information, _dense_hessian, _Loop, _Problem
+    from impactglm.solvers.posterior import dense_hessian
+    from impactglm.solvers.softmax import SoftmaxLoop, SoftmaxProblem, as_factors, beta_information
 
     rng = np.random.default_rng(5)
     n, q, C = 3000, 40, 4
@@ -236,8 +237,8 @@ def test_coupled_block_step_is_newton_step_with_level_constant_covariate():
     z = rng.normal(size=q)[codes]                    # constant within the levels
     X = np.column_stack([np.ones(n), z, rng.normal(size=n)])
     y = _draw_classes(rng, np.outer(z, [0, 0.5, -0.3, 0.2]) + rng.normal(size=(q, C))[codes])
-    prob = _Problem(X, _as_factors([(codes, q)], n), y, C, np.ones(n), None)
-    loop = _Loop(prob, np.array([2.0]), np.zeros(1, bool), 1e-6, 10, False, None)
+    prob = SoftmaxProblem(X, as_factors([(codes, q)], n), y, C, np.ones(n), None)
+    loop = SoftmaxLoop(prob, np.array([2.0]), np.zeros(1, bool), 1e-6, 10, False, None)
     assert loop.coupled
     beta = rng.normal(size=(3, C)) * 0.2
     beta[:, 0] = 0
@@ -245,9 +246,9 @@ def test_coupled_block_step_is_newton_step_with_level_constant_covariate():
     alpha_l = np.full(q, 2.0)
     ll, gb, G, Hp = loop.pass_a(beta, A)
     Gpen = G - alpha_l[:, None] * A
-    loop.Hbb = _beta_information(prob, beta, A)
+    loop.Hbb = beta_information(prob, beta, A)
     steps, trinv = loop.coupled_block_steps(beta, A, Hp, alpha_l, Gpen, gb)
-    H = _dense_hessian(prob, beta, A, alpha_l)
+    H = dense_hessian(prob, beta, A, alpha_l)
     newton = np.linalg.solve(H, np.concatenate([gb[:, 1:].ravel(), Gpen.ravel()]))
     _close(steps, newton[3 * (C - 1):].reshape(q, C), EXACT_RTOL)
     Hinv = np.linalg.inv(H[3 * (C - 1):, 3 * (C - 1):].reshape(q, C, q, C)[np.arange(q), :, np.arange(q)])
@@ -509,7 +510,7 @@ def test_metrics_match_independent_computation(ratings):
 def test_holdout_metrics_equal_evaluate_on_the_held_out_rows(ratings):
     d = ratings.data
     model = ig.glm("Rating ~ ^UserID + ^MovieID", d, family="multinomial")
-    res = fit_design(model.design, holdout=0.2, seed=3)
+    res = fit_multinomial_design(model.design, holdout=0.2, seed=3)
     test = np.random.default_rng(3).random(len(d)) < 0.2
     assert res.nobs == int((~test).sum())
     with warnings.catch_warnings():
@@ -521,7 +522,7 @@ def test_holdout_metrics_equal_evaluate_on_the_held_out_rows(ratings):
     assert hm.accuracy == pytest.approx(m.accuracy, abs=1e-12)
     assert "Holdout log-loss" in str(res.summary())
     # the ids help: holdout log-loss beats the intercept-only model's
-    res0 = fit_design(ig.glm("Rating ~ 1", d, family="multinomial").design, holdout=0.2, seed=3)
+    res0 = fit_multinomial_design(ig.glm("Rating ~ 1", d, family="multinomial").design, holdout=0.2, seed=3)
     assert hm.logloss < res0.holdout_metrics.logloss
 
 
@@ -556,13 +557,13 @@ def test_results_are_immutable_and_report_identifiability(ratings):
 
 def test_sorted_row_storage_gives_the_same_fit(ratings, monkeypatch):
     """Rows stored sorted by the largest factor (large data) change nothing."""
-    from impactglm import multinomial
+    from impactglm.solvers import softmax
 
     d = ratings.data
     design = ig.glm("Rating ~ ^UserID + ^MovieID", d, family="multinomial").design
     args = (design.X, design.factors, design.y, 10, design.weights, None, 0.5)
     ref = fit_multinomial(*args, tol=1e-9)
-    monkeypatch.setattr(multinomial._Problem, "SORT_MIN_ROWS", 0)
+    monkeypatch.setattr(softmax.SoftmaxProblem, "SORT_MIN_ROWS", 0)
     got = fit_multinomial(*args, tol=1e-9)
     _close(got.beta, ref.beta, 1e-8)
     for e, r in zip(got.effects, ref.effects):

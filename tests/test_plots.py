@@ -79,7 +79,7 @@ def test_plot_convergence_splits_the_tau_search_into_solves():
     sim = ig.make_ratings(3000, 80, 60, kind="binary", seed=5)
     res = ig.glm("y ~ ^UserID + ^MovieID", sim.data, family="binomial").fit()
     log = res.iteration_log
-    starts = plots._solve_starts(log, "objective")
+    starts = plots.solve_starts(log, "objective")
     assert len(starts) > 1                      # the tau search ran several solves
     last = log.iloc[starts[-1]:]
     assert np.all(np.diff(last["objective"]) <= 1e-9 * abs(last["objective"].iloc[0]))

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 
 import impactglm as ig
-from impactglm.design import build_design
+from impactglm.design.build import build_design
 from impactglm.errors import DataError, ModelError, UnseenLevelWarning
 from impactglm.families import get_family
-from impactglm.fitoutput import FactorEffects, FitOutput
-from impactglm.results import GLMResults
-from impactglm.serialize import load, save
+from impactglm.containers import FactorEffects, FitOutput
+from impactglm.results.files import save
+from impactglm.results.glm import GLMResults
+from impactglm.results.restore import load
 from conftest import read_csv
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from impactglm.errors import DataError, ModelError, SeparationWarning
-from impactglm.solver import fit_high_cardinality
+from impactglm.solvers.api import fit_high_cardinality
 
 from conftest import EXACT_RTOL
 from exact import exact_fit
@@ -181,11 +181,11 @@ def test_bad_input_errors():
 def test_large_crossed_path_cov_beta_equals_exact(monkeypatch):
     """Above EXACT_DENSE_LIMIT cov_beta comes from conjugate-gradient solves with the full
     level block; it must equal the exact Schur-complement path."""
-    import impactglm.solver as S
+    from impactglm.solvers import linalg
     X, factors, y = _data("poisson", q=(300, 80), p_extra=2)
     exact = fit_high_cardinality(X, factors, y, None, None, "poisson", [0.8, 0.5], tol=1e-10)
     assert exact.extra["se_exact"]
-    monkeypatch.setattr(S, "EXACT_DENSE_LIMIT", 0)
+    monkeypatch.setattr(linalg, "EXACT_DENSE_LIMIT", 0)
     cg = fit_high_cardinality(X, factors, y, None, None, "poisson", [0.8, 0.5], tol=1e-10)
     assert not cg.extra["se_exact"]
     np.testing.assert_allclose(cg.cov_beta, exact.cov_beta, rtol=1e-6)
@@ -206,9 +206,10 @@ def test_verbose_prints_the_log(capsys):
 def test_poisson_auto_fixed_point_is_stationary():
     """prior_sd='auto' (one factor): tau minimises the Laplace criterion (Brent): the criterion at
     tau (1 +- 1%) is not lower."""
-    from impactglm import variance
+    from impactglm.solvers import prior_scale
     from impactglm.families import get_family
-    from impactglm.solver import LevelProblem, solve_mode
+    from impactglm.solvers.newton import solve_mode
+    from impactglm.solvers.problem import LevelProblem
     X, factors, y = _data("poisson", q=(120,), p_extra=1)
     out = fit_high_cardinality(X, factors, y, None, None, "poisson", "auto", tol=1e-10)
     tau = out.effects[0].tau
@@ -218,7 +219,7 @@ def test_poisson_auto_fixed_point_is_stationary():
     for t in (tau * 0.99, tau, tau * 1.01):
         lam_l = prob.expand([1 / t ** 2])
         st = solve_mode(prob, [t], lam_l, 1.0, tol=1e-12, maxiter=200)
-        vals.append(variance.laplace_criterion(prob, st, lam_l))
+        vals.append(prior_scale.laplace_criterion(prob, st, lam_l))
     assert vals[1] <= vals[0] and vals[1] <= vals[2]
 
 
@@ -272,8 +273,8 @@ def test_sorted_storage_returns_caller_order(monkeypatch):
     np.testing.assert_allclose(out.eta, eta, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(out.mu, 1 / (1 + np.exp(-eta)), rtol=1e-12)
     np.testing.assert_array_equal(out.effects[0].counts, np.bincount(c1, minlength=900))
-    import impactglm.solver as S
-    monkeypatch.setattr(S.LevelProblem, "SORT_MIN_ROWS", 10 ** 9)             # unsorted storage
+    from impactglm.solvers.problem import LevelProblem
+    monkeypatch.setattr(LevelProblem, "SORT_MIN_ROWS", 10 ** 9)             # unsorted storage
     ref = fit_high_cardinality(X, [(c1, 900), (c2, 40)], y, w, off, "binomial", [0.7, 0.4], tol=1e-10)
     np.testing.assert_allclose(out.beta, ref.beta, rtol=1e-8)
     for a, b in zip(out.effects, ref.effects):
@@ -287,7 +288,7 @@ def test_reduced_hessian_from_level_sums_equals_row_pass():
     pass equals the full light pass D'WD (NumPy twin), for three crossed factors and weights."""
     from impactglm.families import get_family
     from impactglm.kernels import levels as KL
-    from impactglm.solver import LevelProblem
+    from impactglm.solvers.problem import LevelProblem
     rng = np.random.default_rng(5)
     n, q = 3000, (40, 17, 6)
     factors = [(rng.integers(0, k, n).astype(np.int32), k) for k in q]
@@ -311,10 +312,11 @@ def test_reprice_equals_a_new_pass():
     """After a pass under one prior, ``reprice`` gives the objective of a fresh pass under another
     (the data parts of a pass do not depend on the prior precisions)."""
     from impactglm.families import get_family
-    from impactglm.solver import LevelProblem, _start, reprice
+    from impactglm.solvers.newton import initial_state
+    from impactglm.solvers.problem import LevelProblem, reprice
     X, factors, y = _data("binomial", q=(30, 12), p_extra=1)
     prob = LevelProblem(X, factors, y, None, None, get_family("binomial"))
-    st = _start(prob, [0.5, 0.5], 1.0)
+    st = initial_state(prob, [0.5, 0.5], 1.0)
     prob.evaluate(st, prob.expand([4.0, 4.0]), 1.0)
     lam2 = prob.expand([1.0, 9.0])
     reprice(st, lam2, 1.0)

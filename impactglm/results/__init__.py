@@ -1,0 +1,1 @@
+"""Immutable results objects, their summaries, and saved-model files."""

@@ -1,0 +1,75 @@
+"""TODO docstring."""
+from __future__ import annotations
+
+import dataclasses
+import numpy as np
+import pandas as pd
+
+
+from ..containers import FactorEffects
+
+
+# FitOutput.extra entries shown as the convergence certificate of ^ fits
+CERTIFICATE_KEYS = ("max_grad", "max_step", "rel_obj_change", "n_passes", "grad_tol")
+
+
+def frozen_array(a) -> np.ndarray:
+    a = np.array(a, dtype=np.float64, copy=True)
+    a.flags.writeable = False
+    return a
+
+
+
+def stat_property(name: str) -> property:
+    """A read-only property returning ``self._stats[name]`` (the results' scalar statistics)."""
+    return property(lambda self: self._stats[name], doc=f"{name} (see module docstring)")
+
+
+class Summary:
+    """A printable summary: ``str(s)`` is the text; ``header`` and ``coefficients`` are data."""
+
+    def __init__(self, text: str, header: list[tuple[str, str]], coefficients: pd.DataFrame):
+        self.text = text
+        self.header = header
+        self.coefficients = coefficients
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def as_text(self) -> str:
+        return self.text
+
+
+class ScalarStats:
+    """The scalar statistics every results class reads from its ``_stats`` dict."""
+
+    llf = stat_property("llf")
+    deviance = stat_property("deviance")
+    null_deviance = stat_property("null_deviance")
+    aic = stat_property("aic")
+    bic = stat_property("bic")
+    nobs = stat_property("nobs")
+    df_model = stat_property("df_model")
+    df_resid = stat_property("df_resid")
+    converged = stat_property("converged")
+    n_iter = stat_property("n_iter")
+    n_dropped = stat_property("n_dropped")
+    method = stat_property("method")
+
+
+def frozen_effects(e: FactorEffects) -> FactorEffects:
+    """A copy of e whose arrays are read-only."""
+    arrays = {}
+    for key in ("levels", "counts", "effect", "se"):
+        a = np.array(getattr(e, key), copy=True)
+        a.flags.writeable = False
+        arrays[key] = a
+    return dataclasses.replace(e, **arrays)
+
+
+def format_number(x) -> str:
+    x = float(x)
+    return str(int(x)) if x.is_integer() else f"{x:.2f}"

@@ -1,0 +1,85 @@
+"""prior_sd="auto" for binomial/poisson ^ fits vs glmer(nAGQ = 0)'s variance components (issue 11).
+
+References: tests/data/glmer.json, made by tests/data/make_glmer.R (lme4 1.1-31) from the CSVs
+beside it; the impactglm call of each case is in tests/glmer_cases.py (and, as text, in the
+JSON's python_call).  impactglm's prior_sd[g] is glmer's random-intercept sd of (1 | g); it
+must equal the tight nAGQ = 0 optimum to GLMM_PRIOR_SD_RTOL.  At glmer's own prior sds, the
+fixed effects and level effects are the joint penalised mode of nAGQ = 0 and must equal fixef()
+and ranef() (cbpp and grouseticks store every conditional mode).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import glmer_cases
+from conftest import EXACT_RTOL, GLMM_PRIOR_SD_RTOL
+
+REF = glmer_cases.reference()["cases"]
+
+# Cases prior_sd="auto" does not meet today (measured on main bb2b553: cbpp 1.8e-6, verbagg 4.4e-4,
+# verbagg_fixed 3.4e-4 pass; grouseticks 1.1e-2, movielens 7.1e-2 fail);
+# the engine helper removes an entry when its case passes (strict: an unexpected pass fails).
+FAILS_TODAY = {
+    "grouseticks": "issue 11: Nelder-Mead polish stops 0.3-1.1% from glmer(nAGQ=0)'s optimum",
+    "movielens": "issue 11: > 50,000 rows: fixed point with a diagonal log det, 5-7% below glmer",
+}
+SLOW = {"movielens"}
+
+
+def _param(name: str):
+    marks = []
+    if name in FAILS_TODAY:
+        marks.append(pytest.mark.xfail(strict=True, reason=FAILS_TODAY[name]))
+    if name in SLOW:
+        marks.append(pytest.mark.slow)
+    return pytest.param(name, marks=marks, id=name)
+
+
+@pytest.mark.parametrize("name", list(glmer_cases.CASES))
+def test_python_call_is_the_reference_call(name):
+    assert glmer_cases.call_text(name) == REF[name]["python_call"]
+
+
+@pytest.mark.parametrize("name", list(glmer_cases.CASES))
+@pytest.mark.parametrize("nagq", ["nagq0", "nagq1"])
+def test_reference_tight_fit_is_the_optimum(name, nagq):
+    """The frozen tight refit is at least as good as glmer's default fit and is a strict local
+    minimum: no parameter on its bound 0, positive-definite finite-difference Hessian, and a
+    Newton step -H^-1 g at most 2% of the tolerance the engine must meet."""
+    r = REF[name][nagq]
+    assert r["tight"]["criterion_glmer"] <= r["default"]["criterion_glmer"] + 1e-8
+    chk = r["tight_check"]
+    assert not any(np.atleast_1d(chk["at_lower_bound"]))
+    assert np.min(chk["hessian_eigenvalues"]) > 0
+    par = np.array(list(chk["parameters"].values()))
+    assert np.all(np.abs(chk["newton_step"]) <= 2e-2 * GLMM_PRIOR_SD_RTOL * np.maximum(np.abs(par), 1))
+
+
+@pytest.mark.parametrize("name", [_param(n) for n in glmer_cases.CASES])
+def test_prior_sd_auto_equals_glmer_nagq0(name):
+    want = REF[name]["nagq0"]["tight"]["prior_sd"]
+    res = glmer_cases.fit(name)
+    got = {g: res.prior_sd[g] for g in want}
+    np.testing.assert_allclose(list(got.values()), list(want.values()), rtol=GLMM_PRIOR_SD_RTOL,
+                               err_msg=f"prior_sd {got} vs glmer nAGQ=0 {want}")
+
+
+@pytest.mark.parametrize("name", ["cbpp", "grouseticks"])
+def test_mode_at_glmer_prior_sd_equals_fixef_and_ranef(name):
+    """prior_sd fixed at glmer's tight nAGQ = 0 values: the fit is nAGQ = 0's joint mode."""
+    r = REF[name]["nagq0"]["tight"]
+    c = glmer_cases.CASES[name]
+    import impactglm as ig
+    res = ig.glm(c.formula, glmer_cases.load(name), family=c.family, prior_sd=r["prior_sd"],
+                 **c.kwargs).fit(tol=1e-10)
+    got = {glmer_cases.r_name(k): v for k, v in res.params.items()}
+    assert set(got) == set(r["fixed_effects"])
+    np.testing.assert_allclose([got[k] for k in r["fixed_effects"]], list(r["fixed_effects"].values()),
+                               rtol=EXACT_RTOL, atol=1e-8)
+    for g, modes in r["ranef"].items():
+        le = res.level_effects(g)
+        got = dict(zip((str(v) for v in le.index), le["effect"].to_numpy()))
+        assert set(got) == set(modes)
+        np.testing.assert_allclose([got[k] for k in modes], list(modes.values()), rtol=EXACT_RTOL,
+                                   atol=1e-7, err_msg=g)
