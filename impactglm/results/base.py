@@ -1,12 +1,18 @@
-"""TODO docstring."""
+"""What the GLM and multinomial results classes share: frozen arrays, the scalar statistics,
+the ^-factor accessors and the summary table."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
+from typing import Mapping
+
 import numpy as np
 import pandas as pd
 
 
+from .._util import user_stacklevel
 from ..containers import FactorEffects
+from ..errors import UnseenLevelWarning
 
 
 # FitOutput.extra entries shown as the convergence certificate of ^ fits
@@ -73,3 +79,31 @@ def frozen_effects(e: FactorEffects) -> FactorEffects:
 def format_number(x) -> str:
     x = float(x)
     return str(int(x)) if x.is_integer() else f"{x:.2f}"
+
+
+class FactorAccess:
+    """What every results class with ``^`` factors shares: the fitted effects of each factor
+    (``self._effects``, FactorEffects) and the unseen-level counts of the last ``predict()``
+    (``self._last_unseen``)."""
+
+    @property
+    def factor_effects(self) -> tuple[FactorEffects, ...]:
+        return self._effects
+
+    @property
+    def prior_sd(self) -> dict[str, float | None]:
+        """Prior sd tau of each ^ factor (given or estimated)."""
+        return {e.name: e.tau for e in self._effects}
+
+    @property
+    def last_unseen(self) -> dict[str, int]:
+        """Rows with a level unseen at fit time, per ^ factor, in the last predict()."""
+        return dict(self._last_unseen)
+
+    def _record_unseen(self, unseen: Mapping[str, int]) -> None:
+        self._last_unseen.clear()
+        self._last_unseen.update({str(k).lstrip("^"): int(v) for k, v in unseen.items()})
+        msg = ", ".join(f"{v} row(s) of ^{k}" for k, v in self._last_unseen.items() if v)
+        if msg:
+            warnings.warn(f"levels unseen at fit time get effect 0 (the prior mean): {msg}",
+                          UnseenLevelWarning, stacklevel=user_stacklevel())

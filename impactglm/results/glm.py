@@ -21,18 +21,16 @@ Definitions (w prior weights, V the variance function, d the unit deviance):
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 
-from .._util import user_stacklevel
 from ..containers import FactorEffects, FitOutput
-from ..errors import ModelError, UnseenLevelWarning
+from ..errors import ModelError
 from ..families import Family, get_family
-from .base import CERTIFICATE_KEYS, format_number, frozen_array, frozen_effects, ScalarStats, stat_property, Summary
+from .base import FactorAccess, CERTIFICATE_KEYS, format_number, frozen_array, frozen_effects, ScalarStats, stat_property, Summary
 from ..design.spec import ModelSpec
 from ..plots import plot_calibration, plot_convergence, plot_effects
 from ..solvers.irls import null_deviance
@@ -41,7 +39,7 @@ from . import files
 
 
 
-class GLMResults(ScalarStats):
+class GLMResults(ScalarStats, FactorAccess):
     """Results of ``ig.glm(...).fit()``; immutable.
 
     Build with :meth:`from_fit` (after a fit) or through ``impactglm.load`` (a saved
@@ -212,15 +210,6 @@ class GLMResults(ScalarStats):
         return self._series((y - mu) / self._family.link.mu_eta(eta), "resid_working")
 
     # ------------------------------------------------------------------ ^ factors
-    @property
-    def factor_effects(self) -> tuple[FactorEffects, ...]:
-        return self._effects
-
-    @property
-    def prior_sd(self) -> dict[str, float | None]:
-        """Prior sd tau of each ^ factor (given or estimated)."""
-        return {e.name: e.tau for e in self._effects}
-
     def level_effects(self, name: str) -> pd.DataFrame:
         """Per-level n, effect, se of the ^ factor ``name`` (``^`` optional)."""
         key = name.lstrip("^")
@@ -234,11 +223,6 @@ class GLMResults(ScalarStats):
     def iteration_log(self) -> pd.DataFrame:
         """One row per solver iteration (deviance/objective, changes, timings)."""
         return self._log.copy()
-
-    @property
-    def last_unseen(self) -> dict[str, int]:
-        """Rows with a level unseen at fit time, per ^ factor, in the last predict()."""
-        return dict(self._last_unseen)
 
     # ------------------------------------------------------------------ prediction
     def predict(self, newdata=None, which: str = "mean", offset=None) -> pd.Series:
@@ -264,14 +248,6 @@ class GLMResults(ScalarStats):
             labels = nd.row_labels
         values = np.array(eta, dtype=float) if which == "linear" else self._family.link.inverse(eta)
         return pd.Series(values, index=labels, name="eta" if which == "linear" else "mu")
-
-    def _record_unseen(self, unseen: Mapping[str, int]) -> None:
-        self._last_unseen.clear()
-        self._last_unseen.update({str(k).lstrip("^"): int(v) for k, v in unseen.items()})
-        msg = ", ".join(f"{v} row(s) of ^{k}" for k, v in self._last_unseen.items() if v)
-        if msg:
-            warnings.warn(f"levels unseen at fit time get effect 0 (the prior mean): {msg}",
-                          UnseenLevelWarning, stacklevel=user_stacklevel())
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> tuple[dict, dict[str, np.ndarray]]:

@@ -17,7 +17,6 @@ confusion matrix use the most likely class.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 import numpy as np
@@ -26,9 +25,9 @@ from scipy import stats
 
 
 from ..containers import FactorEffects, FitOutput
-from ..errors import ModelError, UnseenLevelWarning
+from ..errors import ModelError
 from ..kernels import multinomial as km
-from .base import frozen_array, ScalarStats, Summary
+from .base import FactorAccess, frozen_array, ScalarStats, Summary
 from ..design.spec import ModelSpec
 from . import files
 
@@ -98,7 +97,7 @@ def global_codes(codes: tuple[np.ndarray, ...], sizes) -> np.ndarray:
     return out
 
 
-class MultinomialResults(ScalarStats):
+class MultinomialResults(ScalarStats, FactorAccess):
     """Results of ``ig.glm(..., family="multinomial").fit()``; immutable.
 
     Build with :meth:`from_fit` (after a fit), :func:`fit_design` (fit with an optional
@@ -237,15 +236,6 @@ class MultinomialResults(ScalarStats):
         return self._train_metrics.confusion.copy()
 
     # ------------------------------------------------------------------ ^ factors
-    @property
-    def factor_effects(self) -> tuple[FactorEffects, ...]:
-        return self._effects
-
-    @property
-    def prior_sd(self) -> dict[str, float | None]:
-        """Prior sd tau of each ^ factor (given or estimated)."""
-        return {e.name: e.tau for e in self._effects}
-
     def level_effects(self, name: str) -> pd.DataFrame:
         """Per-level ``n``, then ``effect[<class>]`` and ``se[<class>]`` for every class."""
         key = name.lstrip("^")
@@ -263,11 +253,6 @@ class MultinomialResults(ScalarStats):
     @property
     def iteration_log(self) -> pd.DataFrame:
         return self._log.copy()
-
-    @property
-    def last_unseen(self) -> dict[str, int]:
-        """Rows with a level unseen at fit time, per ^ factor, in the last predict()."""
-        return dict(self._last_unseen)
 
     # ------------------------------------------------------------------ prediction
     def _arrays(self, newdata, response: bool = False):
@@ -313,14 +298,6 @@ class MultinomialResults(ScalarStats):
                                     g, self._A, y, w)
         return metrics_from_scores(ll, conf, float(w.sum()), int(np.sum(w > 0)), self._classes,
                                    nd.unseen)
-
-    def _record_unseen(self, unseen: Mapping[str, int]) -> None:
-        self._last_unseen.clear()
-        self._last_unseen.update({str(k).lstrip("^"): int(v) for k, v in unseen.items()})
-        msg = ", ".join(f"{v} row(s) of ^{k}" for k, v in self._last_unseen.items() if v)
-        if msg:
-            warnings.warn(f"levels unseen at fit time get effect 0 (the prior mean): {msg}",
-                          UnseenLevelWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
