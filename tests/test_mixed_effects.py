@@ -180,3 +180,24 @@ def test_input_errors():
     m = MixedEffectsRegressor(LinearRegression(), high_cardinality=["z"], cv=None).fit(frame, y)
     with pytest.raises(ModelError, match="not one of"):
         m.level_effects("x1")
+
+
+def test_torch_network_as_f():
+    """LMMNN's model with a torch module as f (BLUP-adjusted-target scheme, warm-started)."""
+    torch = pytest.importorskip("torch")
+    from impactglm.torch_lmmnn import TorchRegressor
+    torch.set_num_threads(1)
+    frame, f, zb, rng = _nonlinear(n=4000)
+    y = f + zb + rng.normal(0, 0.5, len(f))
+    train, test = np.arange(3500), np.arange(3500, 4000)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16),
+                              torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    first = [p.detach().clone() for p in net.parameters()]
+    m = MixedEffectsRegressor(TorchRegressor(net, epochs=15, lr=3e-3), high_cardinality=["g"],
+                              cv=2).fit(frame.iloc[train], y[train])
+    assert all(torch.equal(a, b) for a, b in zip(first, net.parameters()))   # caller's net
+    mse = np.mean((m.predict(frame.iloc[test]) - y[test]) ** 2)
+    lin = ig.glm("y ~ a + b + c + ^g", frame.iloc[train].assign(y=y[train])).fit()
+    mse_lin = np.mean((lin.predict(frame.iloc[test]).to_numpy() - y[test]) ** 2)
+    assert mse < 0.8 * mse_lin
+    assert m.estimators_[0].n_epochs_ == 15 * m.n_iter_
