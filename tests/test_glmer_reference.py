@@ -17,13 +17,11 @@ from conftest import EXACT_RTOL, GLMM_PRIOR_SD_RTOL
 
 REF = glmer_cases.reference()["cases"]
 
-# Cases prior_sd="auto" does not meet today (measured on main bb2b553: cbpp 1.8e-6, verbagg 4.4e-4,
-# verbagg_fixed 3.4e-4 pass; grouseticks 1.1e-2, movielens 7.1e-2 fail);
-# the engine helper removes an entry when its case passes (strict: an unexpected pass fails).
-FAILS_TODAY = {
-    "grouseticks": "issue 11: Nelder-Mead polish stops 0.3-1.1% from glmer(nAGQ=0)'s optimum",
-    "movielens": "issue 11: > 50,000 rows: fixed point with a diagonal log det, 5-7% below glmer",
-}
+# Cases prior_sd="auto" does not meet (strict: an unexpected pass fails).  Since issue 11 part 3
+# (exact gradient of the Laplace criterion, quasi-Newton in log tau) every case passes: measured
+# cbpp 1.6e-8, verbagg 9.5e-7, verbagg_fixed 1.9e-7, grouseticks 4.3e-7, movielens 2.5e-7
+# (nAGQ = 1, method="laplace": at most 3.5e-6).
+FAILS_TODAY: dict[str, str] = {}
 SLOW = {"movielens"}
 
 
