@@ -63,6 +63,36 @@ def test_prior_sd_auto_equals_glmer_nagq0(name):
                                err_msg=f"prior_sd {got} vs glmer nAGQ=0 {want}")
 
 
+@pytest.mark.parametrize("name", [_param(n) for n in glmer_cases.CASES])
+def test_method_laplace_equals_glmer_nagq1(name):
+    """fit(method="laplace") is glmer's default nAGQ = 1 (beta in the outer optimisation): prior
+    sds and fixed effects equal the tight nAGQ = 1 optimum; the level effects are the conditional
+    modes at those values (cbpp and grouseticks store them)."""
+    r = REF[name]["nagq1"]["tight"]
+    res = glmer_cases.fit(name, method="laplace")
+    want = r["prior_sd"]
+    np.testing.assert_allclose([res.prior_sd[g] for g in want], list(want.values()),
+                               rtol=GLMM_PRIOR_SD_RTOL)
+    got = {glmer_cases.r_name(k): v for k, v in res.params.items()}
+    fe = r["fixed_effects"]
+    np.testing.assert_allclose([got[k] for k in fe], list(fe.values()), rtol=GLMM_PRIOR_SD_RTOL, atol=1e-4)
+    for g, modes in r.get("ranef", {}).items():
+        le = res.level_effects(g)
+        have = dict(zip((str(v) for v in le.index), le["effect"].to_numpy()))
+        np.testing.assert_allclose([have[k] for k in modes], list(modes.values()), rtol=1e-3, atol=1e-4)
+
+
+def test_method_names_for_glmms():
+    """method="nagq0" is the default (and what "reml", fit()'s default, means) for binomial and
+    poisson; "laplace" is nAGQ = 1; anything else is a clear error."""
+    from impactglm.errors import ModelError
+    a = glmer_cases.fit("cbpp")
+    b = glmer_cases.fit("cbpp", method="nagq0")
+    assert a.prior_sd["herd"] == b.prior_sd["herd"]
+    with pytest.raises(ModelError, match="nagq0"):
+        glmer_cases.fit("cbpp", method="ml")
+
+
 @pytest.mark.parametrize("name", ["cbpp", "grouseticks"])
 def test_mode_at_glmer_prior_sd_equals_fixef_and_ranef(name):
     """prior_sd fixed at glmer's tight nAGQ = 0 values: the fit is nAGQ = 0's joint mode."""

@@ -180,7 +180,8 @@ class ExactLevelBlock:
     exact = True
 
     @staticmethod
-    def fits(prob: LevelProblem, limit: int = EXACT_LEVEL_LIMIT) -> bool:
+    def fits(prob: LevelProblem, limit: int | None = None) -> bool:
+        limit = EXACT_LEVEL_LIMIT if limit is None else limit
         return prob.K == 1 or prob.Q - int(np.max(prob.q)) <= limit
 
     def __init__(self, prob: LevelProblem, lam_l: np.ndarray, W: np.ndarray):
