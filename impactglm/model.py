@@ -31,7 +31,7 @@ from .formula import parse_formula
 from .results.glm import GLMResults
 from .results.multinomial import MultinomialResults, score_holdout
 from .solvers.api import fit_high_cardinality, fit_multinomial
-from .solvers.irls import fit_irls
+from .solvers.plain import align_groups, fit_plain
 
 __all__ = ["glm", "GLM"]
 
@@ -82,6 +82,7 @@ class GLM:
                  prior_sd: Any = "auto", na_action: str = "drop"):
         parsed = parse_formula(formula)
         self.formula = parsed.text
+        self._data = data          # only read: groups= of fit(cov_type="cluster") by column name
         if _is_multinomial(family):
             if link not in (None, "logit"):
                 raise ModelError("the multinomial family uses the logit (softmax) link, "
@@ -108,9 +109,13 @@ class GLM:
 
     def fit(self, maxiter: int | None = None, tol: float | None = None, verbose: bool = False,
             method: str = "reml", holdout: float | None = None, seed: int | None = None,
-            callback=None):
+            callback=None, cov_type: str = "nonrobust", groups=None,
+            information: str = "expected"):
         """Fit the model; ``maxiter``/``tol`` default to each solver's own defaults
-        (IRLS: 25 and 1e-8 on the relative deviance change, as R).  ``holdout``/``seed``:
+        (IRLS: 25 and 1e-8 on the relative deviance change, as R).  ``cov_type``:
+        "nonrobust" (model-based), "HC0".."HC3", "cluster" (with ``groups``: a column name
+        or one label per row); ``information``: "expected" (R) or "observed" (Stata) --
+        plain GLMs only, see :mod:`impactglm.solvers.covariance`.  ``holdout``/``seed``:
         keep a random share of rows out and score them (multinomial models).
         ``callback``: multinomial models only, called with each iteration's log row
         (a dict; the command line's progress bar)."""
@@ -125,9 +130,14 @@ class GLM:
             raise ModelError("holdout= is available for family='multinomial' only; for other "
                              "families fit on a split and use impactglm.evaluate()")
         if not d.factors:
-            out = fit_irls(d.X, d.y, d.weights, d.offset, self.family,
-                           column_names=d.column_names, verbose=verbose, **options)
-            return GLMResults.from_fit(out, d, self.family, method="IRLS")
+            groups = None if groups is None else align_groups(groups, self._data, d.row_labels)
+            out, family = fit_plain(d.X, d.y, d.weights, d.offset, self.family,
+                                    cov_type=cov_type, groups=groups, information=information,
+                                    column_names=d.column_names, verbose=verbose, **options)
+            return GLMResults.from_fit(out, d, family, method="IRLS")
+        if (cov_type, groups, information) != ("nonrobust", None, "expected"):
+            raise ModelError("cov_type=, groups= and information= are available for models "
+                             "without ^ terms")
         out = fit_high_cardinality(d.X, [(f.codes, f.n_levels) for f in d.factors], d.y,
                                    d.weights, d.offset, self.family, self.prior_sd,
                                    method=method, verbose=verbose,

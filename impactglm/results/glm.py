@@ -89,8 +89,8 @@ class GLMResults(ScalarStats, FactorAccess):
         edf = float(sum(e.edf for e in fit.effects))
         k = p + edf
         intercept = "Intercept" in design.column_names
-        llf = family.loglik(y, mu, w)
-        extra_par = 0 if family.fixed_scale else 1
+        llf = family.loglik(y, mu, w, scale=fit.scale if family.llf_at_fit_scale else None)
+        extra_par = family.n_extra_params
         st = {
             "deviance": family.deviance(y, mu, w),
             "null_deviance": null_deviance(y, w, off, family, intercept),
@@ -167,6 +167,11 @@ class GLMResults(ScalarStats, FactorAccess):
     # ------------------------------------------------------------------ scalars
     pearson_chi2 = stat_property("pearson_chi2")
     scale = stat_property("scale")
+
+    @property
+    def cov_type(self) -> str:
+        """"nonrobust", "HC0".."HC3" or "cluster" (fit(cov_type=...))."""
+        return str(self._extra.get("cov_type", "nonrobust"))
 
     # ------------------------------------------------------------------ training data
     def _train(self, key: str) -> np.ndarray:
@@ -259,6 +264,7 @@ class GLMResults(ScalarStats, FactorAccess):
         """
         meta = {"kind": "glm", "spec": self._spec.to_dict(),
                 "family": self._family.name, "link": self._family.link.name,
+                "family_args": self._family.args,
                 "column_names": list(self._names),
                 "params": [float(b) for b in self._params],
                 "cov": [[float(c) for c in row] for row in self._cov],
@@ -292,7 +298,9 @@ class GLMResults(ScalarStats, FactorAccess):
         return cls(params=np.array(meta["params"], dtype=np.float64),
                    cov=np.array(meta["cov"], dtype=np.float64).reshape(p, p),
                    column_names=meta["column_names"],
-                   family=get_family(meta["family"], meta["link"]), spec=spec, stats=stats,
+                   family=type(get_family(meta["family"]))(link=meta["link"],
+                                                            **meta.get("family_args", {})),
+                   spec=spec, stats=stats,
                    effects=effects, log=pd.DataFrame(meta["log"]), extra=meta["extra"])
 
     # ------------------------------------------------------------------ plots (impactglm.plots)
@@ -325,7 +333,7 @@ class GLMResults(ScalarStats, FactorAccess):
                 ("Method:", self.method),
                 ("No. Iterations:", str(self.n_iter)),
                 ("Converged:", "yes" if self.converged else "NO"),
-                ("Covariance Type:", "nonrobust")]
+                ("Covariance Type:", self.cov_type)]
         if "prior_method" in self._stats:
             left.append(("Prior sd:", self._stats["prior_method"]))
         if fam.name == "binomial" and self._spec is not None:
@@ -398,7 +406,10 @@ class GLMResults(ScalarStats, FactorAccess):
             out.append("High-cardinality factors (level effects: level_effects(name))")
             out.extend(factor_lines)
             out.append("=" * width)
-        notes = ["Standard errors are model-based (as R's glm); "
+        kind = ("model-based (as R's glm)" if self.cov_type == "nonrobust"
+                else f"{self.cov_type} (sandwich)")
+        info = self._extra.get("information", "expected")
+        notes = [f"Standard errors are {kind}, {info} information; "
                  + ("t tests with df_resid degrees of freedom." if self.use_t else "z tests.")]
         out.extend(f"[{i + 1}] {n}" for i, n in enumerate(notes))
         flat = [(k, v) for pair in header for (k, v) in pair if k]
