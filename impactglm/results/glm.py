@@ -35,6 +35,7 @@ from ..design.spec import ModelSpec
 from ..plots import plot_calibration, plot_convergence, plot_effects
 from ..solvers.irls import null_deviance
 from . import files
+from . import inference
 
 
 
@@ -113,6 +114,8 @@ class GLMResults(ScalarStats, FactorAccess):
             st["prior_method"] = prior_method
         training = {"y": y, "mu": mu, "eta": eta, "weights": w, "offset": off,
                     "row_labels": np.asarray(design.row_labels)}
+        if not fit.effects:           # get_prediction() on the training rows
+            training["X"] = design.X
         return cls(params=fit.beta, cov=fit.cov_beta, column_names=design.column_names,
                    family=family, spec=design.spec, stats=st, effects=fit.effects, log=fit.log,
                    extra=fit.extra, training=training)
@@ -213,6 +216,38 @@ class GLMResults(ScalarStats, FactorAccess):
         """(y - mu) / (dmu/deta)."""
         y, mu, eta = self._train("y"), self._train("mu"), self._train("eta")
         return self._series((y - mu) / self._family.link.mu_eta(eta), "resid_working")
+
+    @property
+    def resid_anscombe(self) -> pd.Series:
+        """Anscombe residuals, scaled by sqrt(scale) (statsmodels; results/inference.py)."""
+        r = inference.anscombe_residuals(self._family, self._train("y"), self._train("mu"),
+                                         self._train("weights"), float(self.scale))
+        return self._series(r, "resid_anscombe")
+
+    # ------------------------------------------------------------------ tests, intervals
+    def wald_test(self, R, q=None, use_f: bool | None = None) -> "inference.WaldTestResult":
+        """Wald test of H0: R beta = q (R: a matrix, a coefficient name or a list of names);
+        chi2, or F on (r, df_resid) with ``use_f`` (default: when the dispersion is
+        estimated).  Uses cov_params(), so a robust cov_type gives a robust test."""
+        Rm = inference.restriction_matrix(R, list(self._names))
+        return inference.wald_test(self._params, self._cov, Rm, q,
+                                   use_f=self.use_t if use_f is None else bool(use_f),
+                                   df_resid=float(self.df_resid))
+
+    def get_prediction(self, newdata=None, offset=None) -> "inference.PredictionResults":
+        """Predicted means with delta-method standard errors and intervals:
+        ``.summary_frame(alpha)`` has mean, mean_se, mean_ci_lower, mean_ci_upper (as
+        statsmodels; se as R's predict.glm(se.fit=TRUE, type="response"))."""
+        if self._effects:
+            raise ModelError("get_prediction is available for models without ^ terms")
+        if newdata is None:
+            X, off, labels = self._train("X"), self._train("offset"), self._train("row_labels")
+        else:
+            nd = self._spec.transform(newdata, offset=offset)
+            X, off, labels = nd.X, nd.offset, nd.row_labels
+        eta = X @ self._params + off
+        return inference.PredictionResults(eta, inference.linear_predictor_se(X, self._cov),
+                                           self._family, self._dist(), labels)
 
     # ------------------------------------------------------------------ ^ factors
     def level_effects(self, name: str) -> pd.DataFrame:
