@@ -194,24 +194,38 @@ class Family:
         return bool(np.all(K.valid_mu_numpy(mu, self.code)))
 
     # -- likelihood -------------------------------------------------------------
-    def default_scale(self, y: np.ndarray, mu: np.ndarray, w: np.ndarray) -> float:
+    def default_scale(self, y: np.ndarray, mu: np.ndarray, w: np.ndarray,
+                      freq: np.ndarray | None = None) -> float:
         """The dispersion R's ``family()$aic`` plugs in (1 for fixed-scale families)."""
         return 1.0
 
     def loglik(self, y: np.ndarray, mu: np.ndarray, w: np.ndarray | None = None,
-               scale: float | None = None) -> float:
-        """Log-likelihood at mu; ``scale=None`` uses R's choice (:meth:`default_scale`)."""
+               scale: float | None = None, freq: np.ndarray | None = None) -> float:
+        """Log-likelihood sum_i f_i l_i(y_i, mu_i; w_i, scale) at mu: ``w`` prior (variance)
+        weights, ``freq`` frequency weights f (replicated rows; default 1); ``scale=None``
+        uses R's choice (:meth:`default_scale`)."""
         y = np.asarray(y, dtype=np.float64)
         mu = np.asarray(mu, dtype=np.float64)
         w = np.ones_like(y) if w is None else np.asarray(w, dtype=np.float64)
+        f = np.ones_like(y) if freq is None else np.asarray(freq, dtype=np.float64)
         if not self.has_loglik:
             return float("nan")
         if scale is None:
-            scale = self.default_scale(y, mu, w)
-        return float(self._loglik(y, mu, w, float(scale)))
+            scale = self.default_scale(y, mu, w, f)
+        pos = (w > 0) & (f > 0)
+        terms = self._loglik_obs(y[pos], mu[pos], w[pos], float(scale))
+        return float(np.sum(f[pos] * terms))
 
-    def _loglik(self, y, mu, w, scale):  # pragma: no cover - abstract
+    def _loglik_obs(self, y, mu, w, scale):  # pragma: no cover - abstract
+        """Per-row log-likelihood terms (rows with w > 0 only)."""
         raise NotImplementedError
+
+    def _profiled(self, y, mu, w, freq, per: str) -> float:
+        """D / sum(f) (per="rows") or D / sum(f w) (per="weights"), D = sum f w d."""
+        f = np.ones_like(y) if freq is None else np.asarray(freq, dtype=np.float64)
+        pos = (w > 0) & (f > 0)
+        dev = float(np.sum((f * w)[pos] * self.unit_deviance(y[pos], mu[pos])))
+        return dev / max(float(np.sum(f[pos] if per == "rows" else (f * w)[pos])), 1e-300)
 
     def aic(self, y: np.ndarray, mu: np.ndarray, w: np.ndarray | None = None,
             scale: float | None = None, k: int = 0) -> float:
@@ -261,17 +275,13 @@ class Gaussian(Family):
     links = ("identity", "log", "inverse")
     fixed_scale = False
 
-    def default_scale(self, y, mu, w):
-        """Profiled ML variance D/n over rows with positive weight (R's gaussian()$aic)."""
-        pos = w > 0
-        return self.deviance(y[pos], mu[pos], w[pos]) / max(int(pos.sum()), 1)
+    def default_scale(self, y, mu, w, freq=None):
+        """Profiled ML variance D/n over rows with positive weight (R's gaussian()$aic;
+        n = sum of the frequency weights)."""
+        return self._profiled(y, mu, w, freq, "rows")
 
-    def _loglik(self, y, mu, w, scale):
-        pos = w > 0
-        y, mu, w = y[pos], mu[pos], w[pos]
-        n = len(y)
-        return -0.5 * (np.sum(w * (y - mu) ** 2) / scale + n * np.log(2 * np.pi * scale)
-                       - np.sum(np.log(w)))
+    def _loglik_obs(self, y, mu, w, scale):
+        return -0.5 * (w * (y - mu) ** 2 / scale + np.log(2 * np.pi * scale) - np.log(w))
 
     def initial_mu(self, y, w):
         y = np.asarray(y, dtype=np.float64)
@@ -289,12 +299,8 @@ class Binomial(Family):
     links = ("logit", "probit", "cloglog", "log")
     fixed_scale = True
 
-    def _loglik(self, y, mu, w, scale):
-        m = w
-        pos = m > 0
-        k = np.round(m[pos] * y[pos])
-        n = np.round(m[pos])
-        return np.sum(stats.binom.logpmf(k, n, mu[pos]))
+    def _loglik_obs(self, y, mu, w, scale):
+        return stats.binom.logpmf(np.round(w * y), np.round(w), mu)
 
     def _out_of_range(self, y):
         return (y < 0) | (y > 1), "in [0, 1] (0/1, or proportions with weights = trials)"
@@ -311,8 +317,8 @@ class Poisson(Family):
     links = ("log", "identity")
     fixed_scale = True
 
-    def _loglik(self, y, mu, w, scale):
-        return np.sum(w * stats.poisson.logpmf(y, mu))
+    def _loglik_obs(self, y, mu, w, scale):
+        return w * stats.poisson.logpmf(y, mu)
 
     def _out_of_range(self, y):
         return y < 0, "non-negative"
@@ -329,13 +335,12 @@ class Gamma(Family):
     links = ("inverse", "log", "identity")
     fixed_scale = False
 
-    def default_scale(self, y, mu, w):
+    def default_scale(self, y, mu, w, freq=None):
         """D / sum(w), the dispersion R's Gamma()$aic uses."""
-        return self.deviance(y, mu, w) / float(np.sum(w))
+        return self._profiled(y, mu, w, freq, "weights")
 
-    def _loglik(self, y, mu, w, scale):
-        pos = w > 0
-        return np.sum(w[pos] * stats.gamma.logpdf(y[pos], 1.0 / scale, scale=mu[pos] * scale))
+    def _loglik_obs(self, y, mu, w, scale):
+        return w * stats.gamma.logpdf(y, 1.0 / scale, scale=mu * scale)
 
     def _out_of_range(self, y):
         return y <= 0, "positive"
@@ -349,15 +354,12 @@ class InverseGaussian(Family):
     links = ("inverse_squared", "log", "identity", "inverse")
     fixed_scale = False
 
-    def default_scale(self, y, mu, w):
+    def default_scale(self, y, mu, w, freq=None):
         """D / sum(w), the dispersion R's inverse.gaussian()$aic uses."""
-        return self.deviance(y, mu, w) / float(np.sum(w))
+        return self._profiled(y, mu, w, freq, "weights")
 
-    def _loglik(self, y, mu, w, scale):
-        pos = w > 0
-        y, mu, w = y[pos], mu[pos], w[pos]
-        return -0.5 * np.sum(w * (np.log(2 * np.pi * scale * y ** 3)
-                                  + self.unit_deviance(y, mu) / scale))
+    def _loglik_obs(self, y, mu, w, scale):
+        return -0.5 * w * (np.log(2 * np.pi * scale * y ** 3) + self.unit_deviance(y, mu) / scale)
 
     def _out_of_range(self, y):
         return y <= 0, "positive"
@@ -435,11 +437,10 @@ class NegativeBinomial(_CountFamily):
             return 2.0 * (y * np.log(np.maximum(y, 1.0) / mu)
                           - (y + th) * np.log((y + th) / (mu + th)))
 
-    def _loglik(self, y, mu, w, scale):
+    def _loglik_obs(self, y, mu, w, scale):
         th = self._theta()
-        return np.sum(w * (special.gammaln(th + y) - special.gammaln(th) - special.gammaln(y + 1)
-                           + th * np.log(th) + y * np.log(mu + (y == 0))
-                           - (th + y) * np.log(th + mu)))
+        return w * (special.gammaln(th + y) - special.gammaln(th) - special.gammaln(y + 1)
+                    + th * np.log(th) + y * np.log(mu + (y == 0)) - (th + y) * np.log(th + mu))
 
     def initial_mu(self, y, w):
         """y + (y == 0)/6 (MASS's negative.binomial()$initialize)."""
@@ -483,7 +484,7 @@ class Tweedie(_CountFamily):
         return 2.0 * (y ** (2 - p) / ((1 - p) * (2 - p)) - y * mu ** (1 - p) / (1 - p)
                       + mu ** (2 - p) / (2 - p))
 
-    def _loglik(self, y, mu, w, scale):
+    def _loglik_obs(self, y, mu, w, scale):
         p = self.var_power
         phi = scale / w
         ll = (y * mu ** (1 - p) / (1 - p) - mu ** (2 - p) / (2 - p)) / phi
@@ -491,7 +492,7 @@ class Tweedie(_CountFamily):
         a = (2 - p) / (p - 1)
         x = ((p - 1) * phi[pos] / y[pos]) ** (-a) / ((2 - p) * phi[pos])
         ll[pos] += np.log(special.wright_bessel(a, 0.0, x) / y[pos])
-        return np.sum(ll)
+        return ll
 
     def initial_mu(self, y, w):
         """y + 0.1 (y == 0) (statmod's tweedie()$initialize)."""

@@ -102,11 +102,7 @@ NB_CASES = {c["name"]: c for c in REF["glmnb"]}
 
 def fit_glmnb(case):
     kw = {"weights": case["weights"]} if case.get("weights") else {}
-    formula = case["py"]
-    if "offset(" in formula:      # the offset given as an argument (see test_offset_term_*)
-        formula = formula.replace(" + offset(np.log(expo))", "")
-        kw["offset"] = "logexpo"
-    return ig.glm(formula, FRAME, family="negative_binomial", **kw).fit()
+    return ig.glm(case["py"], FRAME, family="negative_binomial", **kw).fit()
 
 
 @pytest.mark.parametrize("name", list(NB_CASES))
@@ -122,7 +118,6 @@ def test_glmnb_theta_coefficients_and_aic_match_mass(name):
     assert 2 * res.llf == pytest.approx(case["twologlik"], rel=1e-9)
     assert res.deviance == pytest.approx(case["deviance"], rel=1e-7)
     assert res.null_deviance == pytest.approx(case["null_deviance"], rel=1e-7)
-    assert res.summary().text.count("theta") >= 0
 
 
 def test_glmnb_theta_standard_error_matches_mass():

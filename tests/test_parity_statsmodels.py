@@ -210,3 +210,82 @@ def test_family_parameter_errors():
         ig.glm("x1 ~ x2", FRAME, family="negative_binomial")
     with pytest.raises(ig.errors.ModelError, match="without \\^ terms"):
         ig.glm("cnt ~ x1 + ^g", FRAME, family="poisson").fit(cov_type="HC0")
+
+
+# ------------------------------------------------------------------ weights, exposure, offset()
+
+WEIGHT_CASES = {
+    "poisson": ("cnt ~ x1 + C(k)", families.Poisson(), sm.families.Poisson()),
+    "gamma_log": ("ypos ~ x1 + x2", families.Gamma("log"), sm.families.Gamma(L.Log())),
+    "gaussian": ("ypos ~ x1 + x2", families.Gaussian(), sm.families.Gaussian()),
+    "negbin_alpha": ("cnt ~ x1", families.NegativeBinomial(alpha=0.6),
+                     sm.families.NegativeBinomial(alpha=0.6)),
+}
+
+
+@pytest.mark.parametrize("kind", ["freq_weights", "var_weights"])
+@pytest.mark.parametrize("name", list(WEIGHT_CASES))
+def test_freq_and_var_weights_match_statsmodels(name, kind):
+    formula, fam, smfam = WEIGHT_CASES[name]
+    ours = ig.glm(formula, FRAME, family=fam, **{kind: "w"}).fit(**TIGHT)
+    theirs = smf.glm(formula, FRAME, family=smfam, **{kind: FRAME["w"]}).fit(tol=1e-14,
+                                                                            maxiter=100)
+    b = theirs.params.to_numpy()
+    np.testing.assert_allclose(ours.params, b, rtol=COEF_RTOL_STATSMODELS,
+                               atol=10 * COEF_RTOL_STATSMODELS * np.max(np.abs(b)))
+    np.testing.assert_allclose(ours.bse, theirs.bse, rtol=SE_RTOL)
+    assert ours.df_resid == theirs.df_resid
+    assert ours.scale == pytest.approx(theirs.scale, rel=1e-8)
+    assert ours.deviance == pytest.approx(theirs.deviance, rel=OBJECTIVE_RTOL)
+    if not isinstance(fam, families.Gamma):     # R's gamma llf profiles D/sum(w)
+        assert ours.llf == pytest.approx(theirs.llf, rel=1e-10)
+    hc_ours = ig.glm(formula, FRAME, family=fam, **{kind: "w"}).fit(
+        cov_type="HC0", information="observed", **TIGHT)
+    hc_theirs = smf.glm(formula, FRAME, family=smfam, **{kind: FRAME["w"]}).fit(
+        cov_type="HC0", tol=1e-14, maxiter=100)
+    np.testing.assert_allclose(hc_ours.bse, hc_theirs.bse, rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["gamma", "poisson", "gaussian"])
+def test_freq_weights_equal_replicated_rows(family):
+    """freq_weights=w is the fit on the data with row i repeated w_i times."""
+    formula = "cnt ~ x1 + C(k)" if family == "poisson" else "ypos ~ x1 + x2"
+    rep = FRAME.loc[FRAME.index.repeat(FRAME["w"])].reset_index(drop=True)
+    a = ig.glm(formula, FRAME, family=family, freq_weights="w").fit(**TIGHT)
+    b = ig.glm(formula, rep, family=family).fit(**TIGHT)
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-10)
+    np.testing.assert_allclose(a.bse, b.bse, rtol=1e-10)
+    for key in ("df_resid", "scale", "llf", "aic", "bic", "deviance", "pearson_chi2"):
+        assert getattr(a, key) == pytest.approx(getattr(b, key), rel=1e-10), key
+    for cov_type in ("HC0", "HC1"):
+        a = ig.glm(formula, FRAME, family=family, freq_weights="w").fit(cov_type=cov_type, **TIGHT)
+        b = ig.glm(formula, rep, family=family).fit(cov_type=cov_type, **TIGHT)
+        np.testing.assert_allclose(a.bse, b.bse, rtol=1e-9)
+
+
+def test_exposure_and_offset_term_match_statsmodels(tmp_path):
+    theirs = smf.glm("cnt ~ x1 + C(k)", FRAME, family=sm.families.Poisson(),
+                     exposure=FRAME["expo"]).fit(tol=1e-14)
+    by_column = ig.glm("cnt ~ x1 + C(k)", FRAME, family="poisson", exposure="expo").fit(**TIGHT)
+    by_array = ig.glm("cnt ~ x1 + C(k)", FRAME, family="poisson",
+                      exposure=FRAME["expo"].to_numpy()).fit(**TIGHT)
+    by_term = ig.glm("cnt ~ x1 + C(k) + offset(np.log(expo))", FRAME,
+                     family="poisson").fit(**TIGHT)
+    for res in (by_column, by_array, by_term):
+        np.testing.assert_allclose(res.params, theirs.params, rtol=COEF_RTOL_STATSMODELS)
+        np.testing.assert_allclose(res.bse, theirs.bse, rtol=SE_RTOL)
+        assert res.null_deviance == pytest.approx(theirs.null_deviance, rel=1e-9)
+        assert res.llf == pytest.approx(theirs.llf, rel=1e-12)
+    assert list(by_term.params.index) == ["Intercept", "C(k)[T.b]", "C(k)[T.c]", "C(k)[T.d]", "x1"]
+    new = FRAME.iloc[[2, 30, 77]]
+    want = theirs.predict(new, exposure=new["expo"])
+    by_term.save(tmp_path / "m.json")
+    loaded = ig.load(tmp_path / "m.json")          # reads expo from the new rows itself
+    for res in (by_column, by_term, loaded):
+        np.testing.assert_allclose(res.predict(new), want, rtol=1e-10)
+    with pytest.raises(ig.errors.ColumnNotFoundError):
+        loaded.predict(new.drop(columns="expo"))
+    with pytest.raises(ig.errors.DataError, match="exposure must be positive"):
+        ig.glm("cnt ~ x1", FRAME, family="poisson", exposure=np.zeros(len(FRAME)))
+    with pytest.raises(ig.errors.DataError, match="freq_weights"):
+        ig.glm("cnt ~ x1", FRAME, family="poisson", freq_weights=[1, 2])

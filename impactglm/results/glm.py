@@ -90,7 +90,11 @@ class GLMResults(ScalarStats, FactorAccess):
         edf = float(sum(e.edf for e in fit.effects))
         k = p + edf
         intercept = "Intercept" in design.column_names
-        llf = family.loglik(y, mu, w, scale=fit.scale if family.llf_at_fit_scale else None)
+        freq = fit.extra.get("freq_weights")           # replicated rows (freq_weights=)
+        w_var = w if freq is None else np.where(freq > 0, w / np.where(freq > 0, freq, 1), 0.0)
+        llf = family.loglik(y, mu, w_var, scale=fit.scale if family.llf_at_fit_scale else None,
+                            freq=freq)
+        n_bic = len(y) if freq is None else float(np.sum(freq))
         extra_par = family.n_extra_params
         st = {
             "deviance": family.deviance(y, mu, w),
@@ -100,7 +104,7 @@ class GLMResults(ScalarStats, FactorAccess):
             "llf": llf,
             "aic": -2 * llf + 2 * (k + extra_par),
             # R's BIC takes n from logLik.glm, which counts zero-weight rows too
-            "bic": -2 * llf + np.log(len(y)) * (k + extra_par),
+            "bic": -2 * llf + np.log(n_bic) * (k + extra_par),
             "nobs": nobs,
             "df_model": k - (1 if intercept else 0),
             "df_resid": float(fit.extra.get("df_resid", nobs - k)),

@@ -10,7 +10,7 @@ With m1 = dmu/deta, m2 = d^2mu/deta^2, V the variance function, V' = dV/dmu, w p
 * bread B = (X' W X)^-1 with one of those; model-based cov = phi B
 * score contributions u_i = x_i w_i (y_i - mu_i) m1_i / V_i (the dispersion cancels in a
   sandwich, as in sandwich::estfun.glm / bread.glm)
-* HC0  B (sum_i u_i u_i') B;  HC1 = HC0 n/(n - p);  HC2, HC3 divide u_i u_i' by (1 - h_i)
+* HC0  B (sum_i u_i u_i' / f_i) B (f frequency weights, default 1);  HC1 = HC0 n/(n - p);  HC2, HC3 divide u_i u_i' by (1 - h_i)
   and (1 - h_i)^2, h_i = W_i x_i' B x_i the hat values (sandwich::vcovHC, n = rows with
   positive weight)
 * cluster  B (sum_g U_g U_g') B G/(G - 1) (n - 1)/(n - p), U_g = sum_{i in g} u_i
@@ -60,10 +60,12 @@ def _inverse(G: np.ndarray) -> np.ndarray:
 
 def glm_covariance(X: np.ndarray, y: np.ndarray, w: np.ndarray, mu: np.ndarray, eta: np.ndarray,
                    family: Family, scale: float, cov_type: str = "nonrobust", groups=None,
-                   information: str = "expected") -> np.ndarray:
+                   information: str = "expected", freq=None) -> np.ndarray:
     """cov(beta) of the kind ``cov_type`` (see the module docstring) at the fitted values.
 
-    ``groups``: one cluster label per row (``cov_type="cluster"`` only).
+    ``groups``: one cluster label per row (``cov_type="cluster"`` only).  ``freq``:
+    frequency weights f inside ``w`` (replicated rows): the HC meat is then
+    sum_i u_i u_i' / f_i and n = sum f (statsmodels; the cluster meat is unchanged).
     """
     if cov_type not in COV_TYPES:
         raise ModelError(f"cov_type must be one of {', '.join(COV_TYPES)}, not {cov_type!r}")
@@ -76,6 +78,7 @@ def glm_covariance(X: np.ndarray, y: np.ndarray, w: np.ndarray, mu: np.ndarray, 
         return scale * B
     pos = w > 0
     n, p = int(pos.sum()), X.shape[1]
+    f = np.ones(len(w)) if freq is None else np.asarray(freq, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(pos, w * (y - mu) * family.link.mu_eta(eta) / family.variance(mu), 0.0)
     U = X * r[:, None]
@@ -90,9 +93,10 @@ def glm_covariance(X: np.ndarray, y: np.ndarray, w: np.ndarray, mu: np.ndarray, 
         if cov_type in ("HC2", "HC3"):
             h = W * np.einsum("ij,jk,ik->i", X, B, X)
             U = U / ((1.0 - h) if cov_type == "HC2" else (1.0 - h) ** 2)[:, None] ** 0.5
-        meat = U.T @ U
+        meat = (U / np.where(pos, f, 1.0)[:, None]).T @ U
         if cov_type == "HC1":
-            meat = meat * (n / (n - p))
+            nf = float(np.sum(f[pos]))
+            meat = meat * (nf / (nf - p))
     return B @ meat @ B
 
 
