@@ -117,6 +117,17 @@ def arrays_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".npz")
 
 
+def recorded_arrays_path(path: str | os.PathLike) -> Path | None:
+    """The arrays file a model file records (which may differ from :func:`arrays_path`
+    after a rename), or None if it cannot be read; for output-clobbering checks."""
+    path = Path(path)
+    try:
+        name = json.loads(path.read_text(encoding="utf-8")).get("arrays")
+        return path.with_name(_plain_name(name, path))
+    except (OSError, ValueError, AttributeError, ModelFileError):
+        return None
+
+
 def _plain_name(name: Any, path: Path) -> str:
     """``name`` if it is a plain file name (no directory part), else ModelFileError."""
     if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name

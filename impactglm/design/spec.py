@@ -328,9 +328,9 @@ class ModelSpec:
             if not isinstance(getattr(self, name), str):
                 raise ModelFileError(f"the model spec's {name!r} is not text")
         formula_names(parse_formula(self.formula))
-        if self.response_column is None:
+        if self.response:
             expr_names(self.response, self.response, 0)
-        elif not isinstance(self.response_column, str):
+        if self.response_column is not None and not isinstance(self.response_column, str):
             raise ModelFileError("the model spec's 'response_column' is not text")
         for r in self.random_terms:
             expr_names(r["expr"], r["expr"], 0)
@@ -392,6 +392,7 @@ def categorize(sub: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     the design is unchanged; it only avoids Patsy's per-row Python loop when it sniffs
     the levels.
     """
+    check_no_dates(sub, columns)
     changes = {}
     for col in columns:
         s = sub[col]
@@ -403,6 +404,21 @@ def categorize(sub: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return sub.assign(**changes) if changes else sub
 
 
+
+
+def check_no_dates(frame: pd.DataFrame, columns: Sequence[str], role: str = "") -> None:
+    """A DataError naming the first date column among ``columns`` and the fix: a model
+    takes numbers, strings or booleans (a saved model stores levels and transform state
+    as plain numbers and text)."""
+    for col in columns:
+        dtype = frame[col].dtype
+        kind = getattr(dtype, "kind", "")
+        if kind == "M" or isinstance(dtype, (pd.DatetimeTZDtype, pd.PeriodDtype)):
+            raise DataError(
+                f"column {col!r}{role} holds dates ({dtype}), which a model cannot use "
+                f"directly: convert it first, to a number (e.g. df[{col!r}].dt.year, or "
+                f"(df[{col!r}] - df[{col!r}].min()).dt.days) or to text levels "
+                f"(df[{col!r}].astype(str))")
 
 
 def _spec_columns(spec: ModelSpec) -> tuple[list, list]:
