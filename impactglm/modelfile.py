@@ -194,12 +194,7 @@ def read_model_file(path: str | os.PathLike, kinds: Collection[str]
     where = repr(str(path))
     if path.is_dir():
         raise ModelFileError(f"{where} is a directory, not a saved model")
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelFileError(f"no saved model at {where}") from None
-    except OSError as e:
-        raise ModelFileError(f"cannot read {where}: {e.strerror or e}") from None
+    raw = _read_bytes(path, f"no saved model at {where}")
     try:
         meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
@@ -214,6 +209,15 @@ def read_model_file(path: str | os.PathLike, kinds: Collection[str]
         raise ModelFileError(f"{where}: unknown kind of saved model {kind!r} (known: "
                              f"{', '.join(sorted(kinds))})")
     return meta, _read_arrays(meta, path)
+
+
+def _read_bytes(path: Path, missing: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(missing) from None
+    except OSError as e:
+        raise ModelFileError(f"cannot read {str(path)!r}: {e.strerror or e}") from None
 
 
 def _check_version(version: Any, where: str) -> None:
@@ -239,13 +243,7 @@ def _read_arrays(meta: dict, path: Path) -> dict[str, np.ndarray]:
     npz = path.with_name(_plain_name(name, path))
     if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise ModelFileError(f"{where}: 'arrays_sha256' is missing or not a SHA-256 hex digest")
-    try:
-        data = npz.read_bytes()
-    except FileNotFoundError:
-        raise ModelFileError(f"the arrays file of {where} is missing: {str(npz)!r}") from None
-    except OSError as e:
-        raise ModelFileError(f"cannot read the arrays file {str(npz)!r}: "
-                             f"{e.strerror or e}") from None
+    data = _read_bytes(npz, f"the arrays file of {where} is missing: {str(npz)!r}")
     if hashlib.sha256(data).hexdigest() != digest:
         raise ModelFileError(f"the arrays file {str(npz)!r} does not belong to {where} (its "
                              "SHA-256 differs from the one recorded: replaced, truncated or "
