@@ -124,6 +124,13 @@ def test_the_error_names_the_offender_with_a_caret(df):
         ig.glm("y ~ x.shape", df)
 
 
+@pytest.mark.parametrize("formula", ["y ~ I(x + 10**10**10)", "y ~ I(x + (10**100)**100)",
+                                     "y ~ I(x + len([0] * 10**10))", "y ~ x + I([0] * 10**10)"])
+def test_formulas_that_would_never_finish_are_refused(df, formula):
+    with pytest.raises(FormulaError):
+        ig.glm(formula, df)
+
+
 def test_a_string_literal_term_is_an_error(df):
     with pytest.raises(FormulaError, match="the string 'g' is not a term") as e:
         ig.glm("y ~ x + 'g'", df)

@@ -21,7 +21,9 @@ once more every string it is asked to evaluate.  What may appear:
   ``C(k, levels=['b', 'a'])``, ``Q('odd name')``, ``cr(x, df=4, constraints='center')``).
   A bare string term such as ``y ~ x + 'g'`` is an error (Patsy would silently drop it).
 * **operators**: arithmetic, comparison, boolean, bitwise; function calls with
-  positional and keyword arguments (no ``*args``/``**kwargs``).
+  positional and keyword arguments (no ``*args``/``**kwargs``).  Lists and tuples only as
+  call arguments (``[0] * 10**9`` would exhaust memory), and a power of plain numbers only
+  with an exponent up to 1024 (``10**10**10`` would never finish).
 
 Everything else (lambda, comprehensions, subscripts, f-strings, ``:=``, conditional
 expressions, dict/set displays, attribute chains) is a :class:`FormulaError` naming
@@ -105,12 +107,30 @@ class _Checker:
             for elt in node.elts:
                 self.visit(elt, string_ok)
         elif isinstance(node, _PLAIN):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+                self.power(node)
             for child in ast.iter_child_nodes(node):
+                if isinstance(child, (ast.List, ast.Tuple)):
+                    self.fail(f"a list or tuple in arithmetic is not allowed in a formula: "
+                              f"{self.segment(node)!r}", node)
                 if not isinstance(child, _OPERATORS):
                     self.visit(child)
         else:
             self.fail(f"{type(node).__name__} is not allowed in a formula: "
                       f"{self.segment(node)!r}", node)
+
+    def power(self, node: ast.BinOp) -> None:
+        """Python evaluates powers of integer literals exactly (``10**10**10`` would run for
+        ever): a power without a column needs two plain numbers, the exponent at most 1024."""
+        if _has_name(node):
+            return
+        base, exp = node.left, node.right
+        if isinstance(exp, ast.UnaryOp) and isinstance(exp.op, (ast.USub, ast.UAdd)):
+            exp = exp.operand
+        if not (isinstance(base, ast.Constant) and isinstance(exp, ast.Constant)
+                and isinstance(exp.value, (int, float)) and abs(exp.value) <= 1024):
+            self.fail(f"the power {self.segment(node)!r} of numbers is too large or nested; "
+                      "write the number", node)
 
     def segment(self, node: ast.AST) -> str:
         return ast.get_source_segment(self.code, node) or type(node).__name__
@@ -197,6 +217,10 @@ class _Checker:
                           kw.value)
             self.no_dunder(kw.arg, kw.value)
             self.visit(kw.value, string_ok=strings)
+
+
+def _has_name(node: ast.AST) -> bool:
+    return any(isinstance(n, (ast.Name, ast.Attribute, ast.Call)) for n in ast.walk(node))
 
 
 def check_expression(code: str, formula: str | None = None, position: int | None = 0,
