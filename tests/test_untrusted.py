@@ -286,6 +286,13 @@ DAMAGE = {
     "levels": (lambda p: _edit(p, lambda d: d["spec"]["factors"][0]["levels"].update(
         values=[1, 2])), "shape"),
     "family": (lambda p: _edit(p, lambda d: d.update(family="weird")), "weird"),
+    "na_action": (lambda p: _edit(p, lambda d: d["spec"].update(na_action="zap")), "na_action"),
+    "level dtype": (lambda p: _edit(p, lambda d: d["spec"]["factors"][0]["levels"].update(
+        dtype="O")), "dtype"),
+    "contrast matrix": (lambda p: _edit(p, lambda d: [r.pop() for r in d["spec"][
+        "fixed_design"]["terms"][1]["subterms"][0]["contrasts"][0]["matrix"]]), "damaged"),
+    "transform state": (lambda p: _edit(p, lambda d: d["spec"]["fixed_design"]["factors"][0][
+        "transforms"]["_patsy_stobj0__center__"].update(attrs={})), "attributes"),
 }
 
 

@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
-from patsy import EvalFactor, Term
+from patsy import EvalFactor, PatsyError, Term
 from patsy.contrasts import ContrastMatrix
 from patsy.design_info import DesignInfo, FactorInfo, SubtermInfo
 
@@ -24,12 +24,13 @@ from patsy.design_info import DesignInfo, FactorInfo, SubtermInfo
 from .._util import unique_in_order
 from ..containers import NewData
 from ..errors import ColumnNotFoundError, DataError, FormulaError, ImpactGLMError, ModelFileError
+from ..families import get_family
 from ..formula import parse_formula
 from .levels import factorize, level_codes, plain_value
 from .namespace import check_expression
 from .patsy import build_patsy, EVAL_ENV, expr_names, FastStandardize, formula_names, NAMESPACE, stateful_eval_code
 from .response import check_range
-from .rows import as_frame, drop_transform_nan, finite_rows, is_numeric, row_label, select_rows, vector_argument
+from .rows import NA_ACTIONS, as_frame, drop_transform_nan, finite_rows, is_numeric, row_label, select_rows, vector_argument
 
 
 # --------------------------------------------------------------------------- plain-data encoding
@@ -70,7 +71,10 @@ def _decode_levels(d: Mapping) -> np.ndarray:
         out = np.empty(len(d["values"]), dtype=object)
         out[:] = [_decode_scalar(t) for t in d["values"]]
         return out
-    return np.array(d["values"], dtype=np.dtype(d["dtype"]))
+    dtype = np.dtype(d["dtype"])
+    if dtype.kind not in "biuf":
+        raise DataError(f"a stored level table has the dtype {d['dtype']!r}")
+    return np.array(d["values"], dtype=dtype)
 
 
 def _encode_value(v):
@@ -181,6 +185,9 @@ def _design_info_from_dict(d: Mapping) -> DesignInfo:
             if cls is not wanted[name]:
                 raise DataError(f"the stored transform {name!r} of the term {fac.code!r} has "
                                 f"the class {t['class']!r}, not {wanted[name].__name__!r}")
+            if set(t["attrs"]) != set(vars(cls())):
+                raise DataError(f"the stored transform {name!r} of the term {fac.code!r} has the "
+                                f"attributes {sorted(t['attrs'])}, not {sorted(vars(cls()))}")
             obj = cls.__new__(cls)
             obj.__dict__.update({_attr_name(k): _decode_value(x) for k, x in t["attrs"].items()})
             transforms[name] = obj
@@ -198,6 +205,16 @@ def _design_info_from_dict(d: Mapping) -> DesignInfo:
                     for st in t["subterms"]]
         codings[Term([objs[c] for c in t["factors"]])] = subterms
     return DesignInfo(d["column_names"], factor_infos=infos, term_codings=codings)
+
+
+_SOURCE_KINDS = ("none", "column", "array")
+_RESPONSE_KINDS = ("numeric", "binary", "proportion", "boolean", "levels", "classes")
+
+
+def _one_of(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ModelFileError(f"the model spec's {name} is {value!r}, not one of "
+                             f"{', '.join(choices)}")
 
 
 def _stored_code(code) -> str:
@@ -317,7 +334,7 @@ class ModelSpec:
             if isinstance(e, ModelFileError):
                 raise
             raise ModelFileError(f"the model spec is damaged: {e}") from None
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, PatsyError) as e:
             what = f"missing entry {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
             raise ModelFileError(f"the model spec is damaged: {what}") from None
 
@@ -327,6 +344,24 @@ class ModelSpec:
         for name in ("formula", "family", "response", "na_action"):
             if not isinstance(getattr(self, name), str):
                 raise ModelFileError(f"the model spec's {name!r} is not text")
+        _one_of("na_action", self.na_action, NA_ACTIONS)
+        _one_of("weights_kind", self.weights_kind, _SOURCE_KINDS)
+        _one_of("offset_kind", self.offset_kind, _SOURCE_KINDS)
+        for kind, col in ((self.weights_kind, self.weights), (self.offset_kind, self.offset)):
+            if (kind == "column") != isinstance(col, str):
+                raise ModelFileError("the model spec's weights/offset column does not match "
+                                     "its kind")
+        if self.family != "multinomial":
+            get_family(self.family)
+        info = self.response_info
+        _one_of("response_info kind", info.get("kind"), _RESPONSE_KINDS)
+        if info["kind"] in ("levels", "boolean", "binary") and not {"success", "failure"} <= set(info):
+            raise ModelFileError("the model spec's binomial response records no success level")
+        if (self.family == "multinomial") != (self.classes is not None):
+            raise ModelFileError("the model spec's classes do not match its family")
+        for levels in (*self.factor_levels, *(r["levels"] for r in self.random_terms)):
+            if len(levels) < 2 or levels.ndim != 1:
+                raise ModelFileError("a level table of the model spec is damaged")
         formula_names(parse_formula(self.formula))
         if self.response:
             expr_names(self.response, self.response, 0)
