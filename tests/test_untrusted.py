@@ -125,7 +125,8 @@ def test_the_error_names_the_offender_with_a_caret(df):
 
 
 @pytest.mark.parametrize("formula", ["y ~ I(x + 10**10**10)", "y ~ I(x + (10**100)**100)",
-                                     "y ~ I(x + len([0] * 10**10))", "y ~ x + I([0] * 10**10)"])
+                                     "y ~ I(x + len([0] * 10**10))", "y ~ x + I([0] * 10**10)",
+                                     "y ~ I(x + (1 << 10**10))"])
 def test_formulas_that_would_never_finish_are_refused(df, formula):
     with pytest.raises(FormulaError):
         ig.glm(formula, df)

@@ -107,7 +107,7 @@ class _Checker:
             for elt in node.elts:
                 self.visit(elt, string_ok)
         elif isinstance(node, _PLAIN):
-            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Pow, ast.LShift)):
                 self.power(node)
             for child in ast.iter_child_nodes(node):
                 if isinstance(child, (ast.List, ast.Tuple)):
@@ -120,8 +120,9 @@ class _Checker:
                       f"{self.segment(node)!r}", node)
 
     def power(self, node: ast.BinOp) -> None:
-        """Python evaluates powers of integer literals exactly (``10**10**10`` would run for
-        ever): a power without a column needs two plain numbers, the exponent at most 1024."""
+        """Python evaluates powers (and left shifts) of integer literals exactly
+        (``10**10**10`` would run for ever): without a column both sides must be plain
+        numbers, the exponent (shift) at most 1024."""
         if _has_name(node):
             return
         base, exp = node.left, node.right
