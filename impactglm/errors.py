@@ -38,6 +38,11 @@ class DataError(ImpactGLMError, ValueError):
     """The data do not fit the model: missing column, bad value, wrong type."""
 
 
+class ModelFileError(DataError):
+    """A saved model file (JSON or its arrays file) is damaged, of an unknown version, does
+    not belong to its JSON, or holds something that is not allowed (e.g. code)."""
+
+
 class ColumnNotFoundError(DataError, KeyError):
     """A column named in the formula or an argument is not in the data."""
 

@@ -259,7 +259,7 @@ def test_fit_from_csv_gz_matches_the_python_fit(fitted, reference):
                                rtol=1e-9, atol=1e-12)
     assert loaded.prior_sd == pytest.approx(reference.prior_sd, rel=1e-9)
     assert sorted(p.name for p in fitted.model.parent.iterdir()) == [
-        "coef.tsv", "model.json", "model.npz", "train.csv.gz"]          # no temp files
+        "coef.tsv", "model.json", "model.json.npz", "train.csv.gz"]          # no temp files
 
 
 @pytest.mark.parametrize("name", ["new.csv", "new.csv.gz", "new.tsv", "new.parquet"])
@@ -368,7 +368,7 @@ def test_overwrite_needs_force(capsys, tmp_path, ratings):
     assert run(capsys, *argv("--force"))[0] == 0
     assert ig.load(model).params.to_numpy() == pytest.approx(
         cheap_reference(pd.read_parquet(data)).params.to_numpy(), rel=1e-9)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.parquet", "m.json", "m.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.parquet", "m.json", "m.json.npz"]
 
 
 def test_failed_save_leaves_nothing(capsys, tmp_path, ratings, monkeypatch):

@@ -2,6 +2,7 @@
 unseen levels, immutability, summary sections, and save/load round trips."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import warnings
@@ -131,7 +132,7 @@ def test_immutability(hat_results):
 def test_save_load_round_trip_with_hat_factors(tmp_path, hat_results):
     res, d, _ = hat_results
     written = save(res, tmp_path / "m.json")
-    assert [p.name for p in written] == ["m.json", "m.npz"]
+    assert [p.name for p in written] == ["m.json", "m.json.npz"]
     meta = json.loads((tmp_path / "m.json").read_text())
     assert meta["family"] == "binomial" and meta["link"] == "logit"
     loaded = ig.load(tmp_path / "m.json")
@@ -226,11 +227,13 @@ def test_load_refuses_pickles_newer_formats_and_missing_arrays(tmp_path, hat_res
     res, _, _ = hat_results
     save(res, tmp_path / "m.json")
     meta = json.loads((tmp_path / "m.json").read_text())
-    # an object array in the .npz would need unpickling: refused
-    np.savez(tmp_path / "m.npz", counts_0=np.array([object()], dtype=object))
+    # an object array in the .npz would need unpickling: refused (even with a matching hash)
+    np.savez(tmp_path / "m.json.npz", counts_0=np.array([object()], dtype=object))
+    meta["arrays_sha256"] = hashlib.sha256((tmp_path / "m.json.npz").read_bytes()).hexdigest()
+    (tmp_path / "m.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match="plain-array"):
         load(tmp_path / "m.json")
-    (tmp_path / "m.npz").unlink()
+    (tmp_path / "m.json.npz").unlink()
     with pytest.raises(DataError, match="missing"):
         load(tmp_path / "m.json")
     meta["format_version"] = 99

@@ -22,8 +22,8 @@ import inspect
 import os
 import re
 import shutil
+import signal
 import sys
-import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +38,8 @@ from .. import _util
 from ..errors import ColumnNotFoundError, DataError, FormulaError, ImpactGLMError, OutputExistsError, UnseenLevelWarning
 from ..formula import parse_formula
 from ..io.read import check_input, columns_in_formula, file_columns, read_table
-from ..io.write import check_writable, table_writer, write_table
+from ..io.write import check_distinct, check_writable, table_writer, write_table
+from ..modelfile import arrays_path, recorded_arrays_path, temp_path
 from .progress import iteration_progress, ticker, Timer
 from ..metrics import evaluate
 from ..model import glm
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     debug = os.environ.get("IMPACTGLM_DEBUG", "") not in ("", "0")
-    with _cli_warnings(debug):
+    with _cli_warnings(debug), _terminate_like_interrupt():
         try:
             return int(args.run(args) or 0)
         except ImpactGLMError as exc:
@@ -72,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             _error(_one_line_error(exc))
             return 2
+        except Terminated:
+            _error("terminated")
+            return 143
         except KeyboardInterrupt:
             _error("interrupted")
             return 130
@@ -212,10 +216,11 @@ def parse_prior_sd(text: str) -> float | str | None:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     """``impactglm fit``: read the columns the formula names, fit, print, save."""
+    check_distinct({"--data": args.data},
+                   {"--model": args.model, "the model's arrays file": arrays_path(args.model),
+                    "--coef-tsv": args.coef_tsv})
     check_writable(args.model, args.force)
     if args.coef_tsv:
-        if Path(args.coef_tsv).resolve() == Path(args.model).resolve():
-            raise DataError("--coef-tsv and --model name the same file")
         check_writable(args.coef_tsv, args.force)
     family = _family_name(args.family)
     if args.holdout is not None and family != "multinomial":     # fail before reading
@@ -323,7 +328,7 @@ def save_model(res: Any, path: str | os.PathLike, force: bool = False) -> list[P
     """
     target = check_writable(path, force)
     parent = target.parent if str(target.parent) else Path(".")
-    tmpdir = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp"))
+    tmpdir = temp_path(target, directory=True)
     try:
         res.save(str(tmpdir / target.name))
         made = sorted(p for p in tmpdir.iterdir())
@@ -416,11 +421,12 @@ def _describe_column(name: str) -> tuple[str, str, str]:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """``impactglm score``: predictions, the chosen class, then the input columns."""
+    check_distinct({"--model": args.model, "the model's arrays file": arrays_path(args.model),
+                    "the model's recorded arrays file": recorded_arrays_path(args.model),
+                    "--data": args.data}, {"--out": args.out})
     check_writable(args.out, args.force)
     check_input(args.model)
     check_input(args.data)
-    if Path(args.out).resolve() == Path(args.data).resolve():
-        raise DataError("--out and --data name the same file")
     timer = Timer()
     res = load(args.model)
     timer.lap("load")
@@ -633,6 +639,27 @@ def _one_line_error(exc: BaseException) -> str:
     if isinstance(exc, OutputExistsError):
         text = text.replace("without force=True", "(use --force to replace it)")
     return text
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like KeyboardInterrupt, so temporary files are removed."""
+
+
+@contextmanager
+def _terminate_like_interrupt():
+    """Handle SIGTERM as SIGINT is handled (exception, cleanup, exit status 143)."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:                # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

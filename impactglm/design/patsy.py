@@ -1,33 +1,35 @@
-"""TODO docstring."""
+"""Patsy, used safely and fast: the closed namespace formulas are evaluated in, the names
+a formula uses, and the design matrix of a Patsy right-hand side.
+
+Every expression is checked by :func:`impactglm.design.namespace.check_expression`
+(on its AST, before anything is evaluated) and Patsy evaluates in a
+:class:`~impactglm.design.namespace.ClosedEnvironment` holding :data:`NAMESPACE` only
+(no Python builtins).  :func:`build_patsy` fills the columns Patsy decides with
+vectorized code (:func:`_build_matrix`), bit-identical to Patsy's own build.
+"""
 from __future__ import annotations
 
 import ast
-import builtins
 import itertools
 from dataclasses import dataclass
 from typing import Sequence
 import numpy as np
 import pandas as pd
 import patsy
-from patsy import EvalEnvironment, ModelDesc, PatsyError
+from patsy import ModelDesc, PatsyError
 from patsy.design_info import DesignInfo
 from patsy.missing import NAAction
 
 
 from ..errors import DataError, FormulaError
-from ..formula import RandomTerm
+from ..formula import ParsedFormula, patsy_rhs_text, RandomTerm
 from .levels import plain_value, short_list
+from .namespace import check_expression, ClosedEnvironment, CONTRASTS, FUNCTIONS
 from .offsets import offset
 from .rows import is_numeric
 
 
 # --------------------------------------------------------------------------- namespace
-
-
-def _patsy_builtins() -> dict:
-    ns: dict = {}
-    exec("from patsy.builtins import *", {}, ns)
-    return ns
 
 
 class FastStandardize(patsy.state.Standardize):
@@ -71,14 +73,35 @@ class FastStandardize(patsy.state.Standardize):
 
 NAMESPACE: dict = {"np": np, "numpy": np, "log": np.log, "log2": np.log2, "log10": np.log10,
                     "log1p": np.log1p, "exp": np.exp, "expm1": np.expm1, "sqrt": np.sqrt}
-NAMESPACE.update(_patsy_builtins())
+NAMESPACE.update({name: getattr(patsy.builtins, name) for name in sorted(FUNCTIONS | CONTRASTS)
+                  if name not in NAMESPACE})
 NAMESPACE["standardize"] = NAMESPACE["scale"] = patsy.state.stateful_transform(FastStandardize)
 NAMESPACE["offset"] = offset            # offset(expr) terms: design/offsets.py
-EVAL_ENV = EvalEnvironment([NAMESPACE])
+EVAL_ENV = ClosedEnvironment([NAMESPACE])
+assert set(NAMESPACE) == FUNCTIONS | CONTRASTS | {"np", "numpy"}
 
 
 def is_function_ok(name: str) -> bool:
-    return name in NAMESPACE or hasattr(builtins, name)
+    """Whether a formula may call ``name`` (a bare name; ``np.<ufunc>`` is an attribute)."""
+    return name in FUNCTIONS or name in CONTRASTS
+
+
+def stateful_eval_code(code: str) -> tuple[str, dict[str, type]]:
+    """Patsy's eval code of a factor's ``code`` and the classes of its stateful transforms
+    (``center(x)`` -> ``_patsy_stobj0__center__.transform(x)``, {name: Center}): what a
+    stored factor must hold, so a model file cannot smuggle in other code."""
+    from patsy.eval import replace_bare_funcalls
+    classes: dict[str, type] = {}
+
+    def new_name(token):
+        cls = getattr(NAMESPACE.get(token), "__patsy_stateful_transform__", None)
+        if cls is None:
+            return token
+        name = f"_patsy_stobj{len(classes)}__{token}__"
+        classes[name] = cls
+        return name + ".transform"
+
+    return replace_bare_funcalls(code, new_name), classes
 
 
 @dataclass
@@ -88,13 +111,9 @@ class NamesUsed:
 
 
 def expr_names(code: str, formula: str, position: int) -> NamesUsed:
-    """Column names and called functions in a Python expression (Q('odd name') resolved)."""
-    try:
-        tree = ast.parse(code.strip(), mode="eval")
-    except SyntaxError as e:
-        off = (e.offset or 1) - 1
-        raise FormulaError(f"invalid expression {code.strip()!r}", formula,
-                           position + off) from None
+    """Column names and called functions in a Python expression (Q('odd name') resolved),
+    after :func:`check_expression` (a FormulaError for anything outside the namespace)."""
+    tree = check_expression(code, formula, position)
     names, funcs = [], []
     called = set()
     for node in ast.walk(tree):
@@ -118,13 +137,35 @@ def patsy_factor_names(rhs: str, formula: str, shift: int = 0) -> tuple[NamesUse
     except PatsyError as e:
         raise _formula_error(e, formula, shift) from None
     cols, funcs = [], []
+    for factor, code, pos in _factor_sources(desc, shift):
+        names = expr_names(code, formula, pos)
+        cols += names.columns
+        funcs += names.functions
+    return NamesUsed(cols, funcs), desc
+
+
+def _factor_sources(desc: ModelDesc, shift: int):
+    """(factor, its text as written, its position in the formula) per factor."""
     for term in desc.rhs_termlist:
         for factor in term.factors:
-            pos = factor.origin.start + shift if factor.origin is not None else 0
-            names = expr_names(factor.code, formula, pos)
-            cols += names.columns
-            funcs += names.functions
-    return NamesUsed(cols, funcs), desc
+            origin = factor.origin
+            if origin is None:
+                yield factor, factor.code, None
+            else:
+                yield factor, origin.code[origin.start:origin.end], origin.start + shift
+
+
+def formula_names(parsed: ParsedFormula) -> tuple[NamesUsed, NamesUsed, list[NamesUsed]]:
+    """Names used by the fixed terms, the response and each random term of a formula,
+    every expression checked against the closed namespace (nothing is evaluated)."""
+    text = parsed.text
+    shift = -1 if not parsed.response else 0
+    fixed, _ = patsy_factor_names(patsy_rhs_text(text), text, shift)
+    lhs_pos = len(text) - len(text.lstrip())
+    resp = expr_names(parsed.response, text, lhs_pos) if parsed.response else NamesUsed([], [])
+    random = [patsy_factor_names("~ " + t.expr, text, max(text.find(t.expr), 0) - 2)[0]
+              for t in parsed.random]
+    return fixed, resp, random
 
 
 def _lead(s: str) -> int:
@@ -165,6 +206,8 @@ def build_patsy(rhs, frame: pd.DataFrame, formula: str, shift: int = 0
             info = rhs
         else:
             desc = ModelDesc.from_formula(rhs)
+            for _, code, pos in _factor_sources(desc, shift):
+                check_expression(code, formula, pos, columns=frame.columns)
             info = patsy.design_matrix_builders([desc.rhs_termlist], lambda: iter([frame]),
                                                 EVAL_ENV, NAAction(NA_types=[]))[0]
         return info, _build_matrix(info, frame)

@@ -1,4 +1,13 @@
-"""TODO docstring."""
+"""The model spec: plain data (JSON-able) that rebuilds a fitted model's arrays on new data.
+
+:class:`ModelSpec` holds the formula, the family's response encoding, Patsy's design
+(as plain data, stateful-transform state included), the level tables of ``^`` factors
+and random terms, and where weights and offset come from.  ``to_dict``/``from_dict``
+round-trip it through JSON; ``from_dict`` checks every stored expression against the
+closed formula namespace (:mod:`impactglm.design.namespace`) and requires Patsy's
+stored eval code to be exactly the one its factor code gives, so a model file cannot
+carry code.  ``transform(newdata)`` rebuilds X, offset, level codes and the response.
+"""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -7,19 +16,22 @@ from functools import cached_property
 from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
-from patsy import EvalFactor, Term
+from patsy import EvalFactor, PatsyError, Term
 from patsy.contrasts import ContrastMatrix
 from patsy.design_info import DesignInfo, FactorInfo, SubtermInfo
 
 
 from .._util import unique_in_order
 from ..containers import NewData
-from ..errors import ColumnNotFoundError, DataError
+from ..errors import ColumnNotFoundError, DataError, FormulaError, ImpactGLMError, ModelFileError
+from ..families import get_family
+from ..formula import parse_formula
 from .levels import factorize, level_codes, plain_value
+from .namespace import check_expression
 from .offsets import is_offset_column, split_offset_columns
-from .patsy import build_patsy, EVAL_ENV, expr_names, FastStandardize, NAMESPACE
+from .patsy import build_patsy, EVAL_ENV, expr_names, FastStandardize, formula_names, NAMESPACE, stateful_eval_code
 from .response import check_range
-from .rows import as_frame, drop_transform_nan, finite_rows, is_numeric, row_label, select_rows, vector_argument
+from .rows import NA_ACTIONS, as_frame, drop_transform_nan, finite_rows, is_numeric, row_label, select_rows, vector_argument
 
 
 # --------------------------------------------------------------------------- plain-data encoding
@@ -60,7 +72,10 @@ def _decode_levels(d: Mapping) -> np.ndarray:
         out = np.empty(len(d["values"]), dtype=object)
         out[:] = [_decode_scalar(t) for t in d["values"]]
         return out
-    return np.array(d["values"], dtype=np.dtype(d["dtype"]))
+    dtype = np.dtype(d["dtype"])
+    if dtype.kind not in "biuf":
+        raise DataError(f"a stored level table has the dtype {d['dtype']!r}")
+    return np.array(d["values"], dtype=dtype)
 
 
 def _encode_value(v):
@@ -160,11 +175,22 @@ def _design_info_from_dict(d: Mapping) -> DesignInfo:
     classes = _transform_classes()
     objs, infos = {}, OrderedDict()
     for f in d["factors"]:
-        fac = EvalFactor(f["code"])
+        fac = EvalFactor(_stored_code(f["code"]))
+        expected, wanted = stateful_eval_code(fac.code)
+        if f["eval_code"] != expected or set(f["transforms"]) != set(wanted):
+            raise DataError(f"the stored Patsy code {f['eval_code']!r} is not the code of the "
+                            f"term {fac.code!r}")
         transforms = {}
         for name, t in f["transforms"].items():
-            obj = classes[t["class"]].__new__(classes[t["class"]])
-            obj.__dict__.update({k: _decode_value(x) for k, x in t["attrs"].items()})
+            cls = classes.get(t["class"])
+            if cls is not wanted[name]:
+                raise DataError(f"the stored transform {name!r} of the term {fac.code!r} has "
+                                f"the class {t['class']!r}, not {wanted[name].__name__!r}")
+            if set(t["attrs"]) != set(vars(cls())):
+                raise DataError(f"the stored transform {name!r} of the term {fac.code!r} has the "
+                                f"attributes {sorted(t['attrs'])}, not {sorted(vars(cls()))}")
+            obj = cls.__new__(cls)
+            obj.__dict__.update({_attr_name(k): _decode_value(x) for k, x in t["attrs"].items()})
             transforms[name] = obj
         state = {"eval_env": EVAL_ENV, "eval_code": f["eval_code"], "transforms": transforms}
         cats = (None if f["categories"] is None
@@ -180,6 +206,33 @@ def _design_info_from_dict(d: Mapping) -> DesignInfo:
                     for st in t["subterms"]]
         codings[Term([objs[c] for c in t["factors"]])] = subterms
     return DesignInfo(d["column_names"], factor_infos=infos, term_codings=codings)
+
+
+_SOURCE_KINDS = ("none", "column", "array")
+_RESPONSE_KINDS = ("numeric", "binary", "proportion", "boolean", "levels", "classes")
+
+
+def _one_of(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ModelFileError(f"the model spec's {name} is {value!r}, not one of "
+                             f"{', '.join(choices)}")
+
+
+def _stored_code(code) -> str:
+    """A stored factor's code, checked against the closed namespace (FormulaError -> DataError)."""
+    if not isinstance(code, str):
+        raise DataError(f"a stored term is {type(code).__name__}, not text")
+    try:
+        check_expression(code, position=None)
+    except FormulaError as e:
+        raise DataError(f"the stored term {code!r} is not allowed: {e.reason}") from None
+    return code
+
+
+def _attr_name(name) -> str:
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("__"):
+        raise DataError(f"bad attribute name {name!r} of a stored transform")
+    return name
 
 
 # --------------------------------------------------------------------------- the model spec
@@ -266,13 +319,69 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "ModelSpec":
-        """Inverse of :meth:`to_dict` (a DataError for anything else)."""
+        """Inverse of :meth:`to_dict`; a :class:`ModelFileError` for anything else.
+
+        Validated whole before it returns: the formula and every stored expression pass
+        the closed-namespace check, Patsy's designs are rebuilt (their stored eval code
+        must be the code of their terms), and a damaged entry names itself.
+        """
         if not isinstance(d, Mapping) or d.get("version") != 1:
-            raise DataError("not a model spec of this impactglm version (expected version 1)")
+            raise ModelFileError("not a model spec of this impactglm version (expected "
+                                 "version 1)")
         try:
-            return cls._from_dict(d)
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataError(f"the model spec is damaged: {type(e).__name__}: {e}") from None
+            spec = cls._from_dict(d)
+            spec._validate()
+            return spec
+        except ImpactGLMError as e:
+            if isinstance(e, ModelFileError):
+                raise
+            raise ModelFileError(f"the model spec is damaged: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, PatsyError) as e:
+            what = f"missing entry {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise ModelFileError(f"the model spec is damaged: {what}") from None
+
+    def _validate(self) -> None:
+        """Check the formula and stored expressions (nothing is evaluated); build the
+        Patsy designs; check the shapes that tie the parts together."""
+        for name in ("formula", "family", "response", "na_action"):
+            if not isinstance(getattr(self, name), str):
+                raise ModelFileError(f"the model spec's {name!r} is not text")
+        _one_of("na_action", self.na_action, NA_ACTIONS)
+        _one_of("weights_kind", self.weights_kind, _SOURCE_KINDS)
+        _one_of("offset_kind", self.offset_kind, _SOURCE_KINDS)
+        for kind, col in ((self.weights_kind, self.weights), (self.offset_kind, self.offset)):
+            if (kind == "column") != isinstance(col, str):
+                raise ModelFileError("the model spec's weights/offset column does not match "
+                                     "its kind")
+        if self.family != "multinomial":
+            get_family(self.family)
+        info = self.response_info
+        _one_of("response_info kind", info.get("kind"), _RESPONSE_KINDS)
+        if info["kind"] in ("levels", "boolean", "binary") and not {"success", "failure"} <= set(info):
+            raise ModelFileError("the model spec's binomial response records no success level")
+        if (self.family == "multinomial") != (self.classes is not None):
+            raise ModelFileError("the model spec's classes do not match its family")
+        for levels in (*self.factor_levels, *(r["levels"] for r in self.random_terms)):
+            if len(levels) < 2 or levels.ndim != 1:
+                raise ModelFileError("a level table of the model spec is damaged")
+        formula_names(parse_formula(self.formula))
+        if self.response:
+            expr_names(self.response, self.response, 0)
+        if self.response_column is not None and not isinstance(self.response_column, str):
+            raise ModelFileError("the model spec's 'response_column' is not text")
+        for r in self.random_terms:
+            expr_names(r["expr"], r["expr"], 0)
+            if not all(isinstance(g, str) for g in r["group_vars"]):
+                raise ModelFileError("a random term's grouping columns are not text")
+        for name in (*self.fixed_columns, *self.factor_names, self.weights, self.offset):
+            if name is not None and not isinstance(name, str):
+                raise ModelFileError(f"the model spec names the column {name!r}, not text")
+        if len(self._fixed_info.column_names) != len(self.fixed_design["column_names"]):
+            raise ModelFileError("the model spec's fixed design is damaged")
+        if len(self._random_infos) != len(self.random_terms):
+            raise ModelFileError("the model spec's random terms are damaged")
+        if self.response_design is not None:
+            _design_info_from_dict(self.response_design)
 
     @classmethod
     def _from_dict(cls, d: Mapping) -> "ModelSpec":
@@ -320,6 +429,7 @@ def categorize(sub: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     the design is unchanged; it only avoids Patsy's per-row Python loop when it sniffs
     the levels.
     """
+    check_no_dates(sub, columns)
     changes = {}
     for col in columns:
         s = sub[col]
@@ -331,6 +441,21 @@ def categorize(sub: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return sub.assign(**changes) if changes else sub
 
 
+
+
+def check_no_dates(frame: pd.DataFrame, columns: Sequence[str], role: str = "") -> None:
+    """A DataError naming the first date column among ``columns`` and the fix: a model
+    takes numbers, strings or booleans (a saved model stores levels and transform state
+    as plain numbers and text)."""
+    for col in columns:
+        dtype = frame[col].dtype
+        kind = getattr(dtype, "kind", "")
+        if kind == "M" or isinstance(dtype, (pd.DatetimeTZDtype, pd.PeriodDtype)):
+            raise DataError(
+                f"column {col!r}{role} holds dates ({dtype}), which a model cannot use "
+                f"directly: convert it first, to a number (e.g. df[{col!r}].dt.year, or "
+                f"(df[{col!r}] - df[{col!r}].min()).dt.days) or to text levels "
+                f"(df[{col!r}].astype(str))")
 
 
 def _spec_columns(spec: ModelSpec) -> tuple[list, list]:

@@ -1,11 +1,22 @@
-"""TODO docstring."""
+"""Writing tables (CSV, CSV.gz, TSV, Parquet) atomically, and the output checks of the CLI.
+
+* :func:`check_writable`: before any work, an output must be writable (its directory
+  exists; it does not exist unless ``force``);
+* :func:`check_distinct`: no output may be an input of the same command or another of
+  its outputs, ``force`` or not (resolved paths, hard links included);
+* :class:`atomic_output` / :func:`write_table` / :class:`table_writer`: the file is
+  written to a temporary beside the target (:func:`impactglm.modelfile.temp_path`:
+  ``.<name>.<pid>.<random>.tmp``, removed on any error or signal that Python sees;
+  stale ones of killed processes are removed by the next write to the same target)
+  and renamed into place, never replacing an existing file unless ``force``.
+"""
 from __future__ import annotations
 
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
+from typing import Mapping
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -14,6 +25,7 @@ import pyarrow.parquet as pq
 
 
 from ..errors import DataError, DataFileNotFoundError, OutputExistsError
+from ..modelfile import temp_path
 from .read import file_format, one_line, text_separator
 
 
@@ -35,6 +47,33 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
     return p
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_distinct(inputs: Mapping[str, str | os.PathLike | None],
+                   outputs: Mapping[str, str | os.PathLike | None]) -> None:
+    """Refuse (DataError naming both) an output that is one of the ``inputs`` or another
+    of the ``outputs`` (labels -> paths; None entries are skipped).  ``--force`` permits
+    replacing an old output, never this."""
+    ins = [(k, Path(v)) for k, v in inputs.items() if v is not None]
+    outs = [(k, Path(v)) for k, v in outputs.items() if v is not None]
+    for i, (label, out) in enumerate(outs):
+        for other, src in ins:
+            if _same_file(out, src):
+                raise DataError(f"{label} {str(out)!r} is the input {other} {str(src)!r}: "
+                                "refusing to overwrite an input (even with --force)")
+        for other, prev in outs[:i]:
+            if _same_file(out, prev):
+                raise DataError(f"{label} {str(out)!r} and {other} {str(prev)!r} are the same "
+                                "file: each output needs its own name")
+
+
 class atomic_output:  # noqa: N801 - used as a context manager like open()
     """Context manager yielding a temporary path next to ``path``; on success the
     temporary file is renamed to ``path`` (never replacing an existing file unless
@@ -50,10 +89,7 @@ class atomic_output:  # noqa: N801 - used as a context manager like open()
         self.tmp: Path | None = None
 
     def __enter__(self) -> Path:
-        parent = self.path.parent if str(self.path.parent) else Path(".")
-        fd, name = tempfile.mkstemp(dir=parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        os.close(fd)
-        self.tmp = Path(name)
+        self.tmp = temp_path(self.path)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> bool:
