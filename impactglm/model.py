@@ -15,6 +15,7 @@ the solver's FitOutput in a results object (:mod:`impactglm.results.glm`,
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import numbers
 import warnings
@@ -25,13 +26,14 @@ import numpy as np
 from ._util import user_stacklevel
 from .containers import Design
 from .design.build import build_design
-from .errors import DataError, ImpactGLMWarning, ModelError
+from .errors import DataError, FormulaError, ImpactGLMWarning, ModelError, SeparationWarning
 from .families import Family, get_family
 from .formula import parse_formula
 from .results.glm import GLMResults
 from .results.multinomial import MultinomialResults, score_holdout
 from .solvers.api import fit_high_cardinality, fit_multinomial
-from .solvers.irls import fit_irls
+from .solvers.irls import fit_irls, warn_separation
+from .solvers.linalg import check_full_rank
 
 __all__ = ["glm", "GLM"]
 
@@ -57,14 +59,16 @@ def _check_prior(prior_sd, names: Sequence[str]):
                              f"(factors: {', '.join('^' + n for n in names) or 'none'})")
         values = [keys.get(n) for n in names]
     elif prior_sd is None or isinstance(prior_sd, numbers.Real):
-        values = [prior_sd] * len(names)
+        values = [prior_sd] * max(len(names), 1)     # checked even without ^ factors
     else:
         values = list(prior_sd)
         if len(values) != len(names):
             raise ModelError(f"prior_sd has {len(values)} entries for {len(names)} ^ factors")
-    for n, v in zip(names, values):
-        if v is not None and not (isinstance(v, numbers.Real) and np.isfinite(v) and v > 0):
-            raise ModelError(f"prior_sd for ^{n} must be a positive number (or None for no "
+    for n, v in zip(list(names) or ["(none)"], values):
+        if v is not None and (isinstance(v, (bool, np.bool_)) or not (
+                isinstance(v, numbers.Real) and np.isfinite(v) and v > 0)):
+            what = f"for ^{n} " if names else ""
+            raise ModelError(f"prior_sd {what}must be a positive number (or None for no "
                              f"prior), got {v!r}")
     return {n: v for n, v in zip(names, values)} if isinstance(prior_sd, Mapping) else (
         values if not (prior_sd is None or isinstance(prior_sd, numbers.Real)) else prior_sd)
@@ -82,6 +86,14 @@ class GLM:
                  prior_sd: Any = "auto", na_action: str = "drop"):
         parsed = parse_formula(formula)
         self.formula = parsed.text
+        if parsed.random:
+            term = parsed.random[0]
+            bar = parsed.text.find("|")
+            raise FormulaError(f"the random-effects term {term} needs a mixed model, which "
+                               f"ig.glm does not fit: write ^{term.group} for a high-cardinality "
+                               "factor (level effects with a N(0, tau^2) prior), or use ig.lmm "
+                               "for lme4-style random effects", parsed.text,
+                               parsed.text.rfind("(", 0, bar) if bar >= 0 else None)
         if _is_multinomial(family):
             if link not in (None, "logit"):
                 raise ModelError("the multinomial family uses the logit (softmax) link, "
@@ -115,7 +127,7 @@ class GLM:
         ``callback``: multinomial models only, called with each iteration's log row
         (a dict; the command line's progress bar)."""
         d = self.design
-        options = {k: v for k, v in (("maxiter", maxiter), ("tol", tol)) if v is not None}
+        options = _fit_options(maxiter, tol, method, holdout, seed, callback)
         if callback is not None and _is_multinomial(self.family):
             options["callback"] = callback
         if _is_multinomial(self.family):
@@ -127,14 +139,18 @@ class GLM:
         if not d.factors:
             out = fit_irls(d.X, d.y, d.weights, d.offset, self.family,
                            column_names=d.column_names, verbose=verbose, **options)
-            return GLMResults.from_fit(out, d, self.family, method="IRLS")
-        out = fit_high_cardinality(d.X, [(f.codes, f.n_levels) for f in d.factors], d.y,
-                                   d.weights, d.offset, self.family, self.prior_sd,
-                                   method=method, verbose=verbose,
-                                   names=[f.name for f in d.factors],
-                                   levels=[f.levels for f in d.factors],
-                                   counts=[f.counts for f in d.factors], **options)
+            with _no_residual_df_warning(d, len(out.beta) if out.beta.ndim else 1):
+                return GLMResults.from_fit(out, d, self.family, method="IRLS")
+        check_fixed_part(d)
+        with _linalg_warnings_as_ours():
+            out = fit_high_cardinality(d.X, [(f.codes, f.n_levels) for f in d.factors], d.y,
+                                       d.weights, d.offset, self.family, self.prior_sd,
+                                       method=method, verbose=verbose,
+                                       names=[f.name for f in d.factors],
+                                       levels=[f.levels for f in d.factors],
+                                       counts=[f.counts for f in d.factors], **options)
         out = dataclasses.replace(out, effects=_label_effects(out.effects, d))
+        warn_separation(self.family, np.asarray(out.mu), d.weights)
         return GLMResults.from_fit(out, d, self.family, method="re-encoding Newton",
                                    prior_method=self._prior_method(method))
 
@@ -145,6 +161,94 @@ class GLM:
         if self.family.name == "gaussian":
             return f"{method.upper()} estimate"
         return "Laplace estimate"          # glmer(nAGQ = 0)'s criterion
+
+
+def _fit_options(maxiter, tol, method, holdout, seed, callback) -> dict:
+    """Check ``fit()``'s arguments (ModelError naming the bad one, never a raw TypeError
+    from inside a solver) and return the solver options that were given."""
+    options = {}
+    if maxiter is not None:
+        if isinstance(maxiter, (bool, np.bool_)) or not isinstance(maxiter, numbers.Integral) \
+                or maxiter < 1:
+            raise ModelError(f"maxiter must be a whole number >= 1, not {maxiter!r}")
+        options["maxiter"] = int(maxiter)
+    if tol is not None:
+        if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real) \
+                or not (np.isfinite(tol) and tol > 0):
+            raise ModelError(f"tol must be a positive number, not {tol!r}")
+        options["tol"] = float(tol)
+    if not isinstance(method, str) or method.lower() not in ("reml", "ml"):
+        raise ModelError(f"method must be 'reml' or 'ml', not {method!r}")
+    if holdout is not None and (isinstance(holdout, (bool, np.bool_))
+                                or not isinstance(holdout, numbers.Real)
+                                or not 0 <= holdout < 1):
+        raise ModelError(f"holdout must be a fraction in (0, 1), not {holdout!r}")
+    if seed is not None and (isinstance(seed, (bool, np.bool_))
+                             or not isinstance(seed, numbers.Integral)):
+        raise ModelError(f"seed must be a whole number or None, not {seed!r}")
+    if callback is not None and not callable(callback):
+        raise ModelError(f"callback must be callable, not {callback!r}")
+    return options
+
+
+def check_fixed_part(design: Design) -> None:
+    """The fixed part of a ^ or multinomial fit, tested as IRLS tests X: more coefficients
+    than rows with positive weight, or aliased columns (a constant column beside the
+    intercept, x2 = 2 x), are a ModelError naming the columns.  The ^ factors' priors
+    make their level effects identifiable, but nothing makes an aliased X column so."""
+    n_good = int(np.sum(design.weights > 0))
+    p = design.X.shape[1]
+    if n_good < p:
+        raise ModelError(f"{n_good} rows with positive weight cannot identify {p} coefficients")
+    if p:
+        check_full_rank(design.X, design.weights, 1e-7, design.column_names)
+
+
+@contextlib.contextmanager
+def _linalg_warnings_as_ours():
+    """Re-issue scipy's LinAlgWarning (an ill-conditioned penalised Hessian, typically at a
+    separated fit) as an ImpactGLMWarning that says what it means; every other warning
+    raised inside passes through unchanged (same category, message and origin)."""
+    from scipy.linalg import LinAlgWarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    ill = False
+    for w in caught:
+        if issubclass(w.category, LinAlgWarning):
+            ill = True
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    if ill:
+        warnings.warn("the penalised Hessian at the mode is ill-conditioned (numerically "
+                      "singular): standard errors are unreliable; usually the fixed "
+                      "predictors separate the outcomes or are nearly collinear",
+                      ImpactGLMWarning, stacklevel=user_stacklevel())
+
+
+class _no_residual_df_warning:
+    """Context of building results for a fit with no residual degrees of freedom (as many
+    coefficients as rows, e.g. ``y ~ 1`` on one row): one ImpactGLMWarning saying that the
+    dispersion and standard errors are not defined, instead of numpy's 0/0 warnings."""
+
+    def __init__(self, design: Design, p: int):
+        self.active = int(np.sum(design.weights > 0)) <= p
+        self.nobs = int(np.sum(design.weights > 0))
+        self.p = p
+
+    def __enter__(self):
+        if self.active:
+            warnings.warn(f"{self.nobs} row(s) with positive weight and {self.p} coefficient(s): "
+                          "no residual degrees of freedom, so the dispersion, standard errors "
+                          "and (gaussian) log-likelihood are not defined (NaN or infinite)",
+                          ImpactGLMWarning, stacklevel=user_stacklevel())
+            self._err = np.seterr(divide="ignore", invalid="ignore", over="ignore")
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            np.seterr(**self._err)
+        return False
 
 
 def _warn_non_integer_successes(design: Design) -> None:
@@ -198,9 +302,11 @@ def fit_multinomial_design(design, prior_sd: Any = "auto", *, holdout: float | N
     :func:`impactglm.solvers.api.fit_multinomial` (tol, maxiter, verbose, ...).
     """
     C = len(design.spec.classes)
+    check_fixed_part(design)
     if holdout is None or holdout == 0:
         out = fit_multinomial(design.X, design.factors, design.y, C, design.weights, None,
                               prior_sd, **options)
+        _warn_multinomial_boundary(out, design)
         return MultinomialResults.from_fit(out, design)
     if not 0 < float(holdout) < 1:
         raise ModelError(f"holdout must be a fraction in (0, 1), not {holdout!r}")
@@ -213,5 +319,35 @@ def fit_multinomial_design(design, prior_sd: Any = "auto", *, holdout: float | N
     training = design.subset(train)
     out = fit_multinomial(training.X, training.factors, training.y, C, training.weights, None,
                           prior_sd, **options)
+    _warn_multinomial_boundary(out, training)
     holdout_metrics = score_holdout(out, design.subset(test), training)
     return MultinomialResults.from_fit(out, training, holdout_metrics=holdout_metrics)
+
+
+_BOUNDARY_EPS = 10 * np.finfo(float).eps        # R's glm.fit: "numerically 0 or 1"
+
+
+def _warn_multinomial_boundary(out, design: Design, chunk: int = 200_000) -> None:
+    """SeparationWarning when a fitted class probability of a training row (positive
+    weight) is numerically 0 or 1, as R's glm.fit for binomial fits: (quasi-)complete
+    separation, the MLE of the separating coefficients is infinite.  The probabilities
+    softmax(X beta + sum_k A_k[codes_k]) are computed in chunks of rows."""
+    beta = np.asarray(out.beta, dtype=np.float64)
+    n = design.nobs
+    k = 0
+    for lo in range(0, n, chunk):
+        sl = slice(lo, min(n, lo + chunk))
+        eta = design.X[sl] @ beta if beta.size else np.zeros((sl.stop - lo, beta.shape[1]))
+        for f, e in zip(design.factors, out.effects):
+            eta = eta + np.asarray(e.effect)[f.codes[sl]]
+        eta -= eta.max(axis=1, keepdims=True)
+        with np.errstate(under="ignore"):
+            prob = np.exp(eta)
+        prob /= prob.sum(axis=1, keepdims=True)
+        edge = ((prob < _BOUNDARY_EPS) | (prob > 1 - _BOUNDARY_EPS)).any(axis=1)
+        k += int(np.sum(edge & (design.weights[sl] > 0)))
+    if k:
+        warnings.warn(f"fitted probabilities numerically 0 or 1 occurred in {k} row(s): "
+                      "(quasi-)complete separation of the classes; estimates and standard "
+                      "errors of the separating terms are not meaningful", SeparationWarning,
+                      stacklevel=user_stacklevel())

@@ -6,6 +6,7 @@ import numpy as np
 from scipy import linalg
 
 
+from ..errors import ModelError
 from .problem import LevelProblem
 
 
@@ -130,12 +131,27 @@ def aliased_columns(X: np.ndarray, W: np.ndarray, rtol: float) -> list[int]:
     (R's dqrdc2 rule, which keeps the earlier of two collinear columns).
     """
     Xw = X * np.sqrt(W)[:, None]
+    # the rule is invariant to column scaling: scale each column by its largest |value|
+    # first, so that columns of 1e300 (whose squares overflow) or 1e-300 are judged right
+    peak = np.abs(Xw).max(axis=0) if Xw.shape[0] else np.zeros(Xw.shape[1])
+    Xw = Xw / np.where(peak > 0, peak, 1.0)
     norms = np.sqrt(np.einsum("ij,ij->j", Xw, Xw))
     if Xw.shape[0] < Xw.shape[1]:
         Xw = np.vstack([Xw, np.zeros((Xw.shape[1] - Xw.shape[0], Xw.shape[1]))])
     R = np.linalg.qr(Xw, mode="r")
     diag = np.abs(np.diag(R))
     return [j for j in range(X.shape[1]) if norms[j] == 0 or diag[j] < rtol * norms[j]]
+
+
+def check_full_rank(X: np.ndarray, W: np.ndarray, rtol: float, column_names) -> None:
+    """ModelError naming the aliased columns of sqrt(W) X (rows with W > 0), if any
+    (IRLS's rank test; the ^ fits run it on their fixed part before fitting)."""
+    good = W > 0
+    aliased = aliased_columns(X[good], W[good], rtol)
+    if aliased:
+        names = ", ".join(repr(column_names[j]) for j in aliased)
+        raise ModelError(f"the design matrix is rank deficient: column(s) {names} are linear "
+                         "combinations of earlier columns (aliased); remove them from the formula")
 
 
 EXACT_DENSE_LIMIT = 3000        # exact posterior variances when p + (levels outside the largest factor) <= this
