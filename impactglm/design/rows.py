@@ -194,20 +194,40 @@ def select_rows(frame: pd.DataFrame, used: Sequence[str], numeric: Sequence[str]
 
 
 def widen_small_integers(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """``frame`` with its integer ``columns`` narrower than 64 bits as int64 (nullable
-    ones as Int64), so that formula arithmetic (``I(x8 * x8)``) cannot wrap around as
-    numpy's int8/int16/int32 would; level labels (``C(x8)``) are unchanged.  A new frame
-    when something changes; ``frame`` itself is not modified."""
+    """``frame`` with its numeric ``columns`` as plain 64-bit numpy columns: integers
+    narrower than 64 bits as int64, so that formula arithmetic (``I(x8 * x8)``) cannot
+    wrap around as numpy's int8/int16/int32 would (level labels of ``C(x8)`` are
+    unchanged), and pandas' nullable or pyarrow-backed numbers and booleans (``Int8``,
+    ``Float64``, ``boolean``, ``int64[pyarrow]``; Patsy cannot read those dtypes) as
+    int64/float64/bool (float64 with NaN for missing values; the NA rows were dropped
+    before); float32 as float64 (transforms are computed in double precision, as R).  A new frame when something changes; ``frame`` itself is not modified."""
     out = None
     for col in columns:
-        dtype = frame[col].dtype
-        if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_integer_dtype(dtype) \
-                or dtype.itemsize >= 8:
+        s = frame[col]
+        dtype = s.dtype
+        if isinstance(dtype, pd.CategoricalDtype) or not is_numeric(s):
+            continue
+        extension = isinstance(dtype, pd.api.extensions.ExtensionDtype)
+        if pd.api.types.is_bool_dtype(dtype):
+            if not extension:
+                continue
+            values = s.to_numpy(dtype=bool, na_value=False) if not s.isna().any() \
+                else s.to_numpy(dtype=np.float64, na_value=np.nan)
+        elif pd.api.types.is_integer_dtype(dtype):
+            if not extension and dtype.itemsize >= 8:
+                continue
+            if s.isna().any():
+                values = s.to_numpy(dtype=np.float64, na_value=np.nan)
+            else:
+                values = s.to_numpy(dtype=np.uint64 if str(dtype).lower().startswith("uint64")
+                                    else np.int64)
+        elif extension or dtype.itemsize < 8:         # nullable floats, float32, float16
+            values = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
             continue
         if out is None:
             out = frame.copy(deep=False)
-        wide = "Int64" if isinstance(dtype, pd.api.extensions.ExtensionDtype) else np.int64
-        out[col] = frame[col].astype(wide)
+        out[col] = values
     return frame if out is None else out
 
 
