@@ -49,7 +49,7 @@ from ..containers import Design, FactorCodes, RandomBlock
 from ..errors import ColumnNotFoundError, DataError, FormulaError
 from ..families import get_family
 from ..formula import parse_formula, ParsedFormula, patsy_rhs_text, RandomTerm
-from .checks import (check_mixed_types, check_response_magnitude, check_single_level_terms,
+from .checks import (check_column_type, check_response_magnitude, check_single_level_terms,
                      warn_float_factor, warn_numeric_text)
 from .levels import drop_unused_categories, factorize, group_codes, single_level_error
 from .patsy import build_patsy, expr_names, is_function_ok, NAMESPACE, NamesUsed, patsy_factor_names, random_design
@@ -135,10 +135,11 @@ def _response_source(parsed: ParsedFormula, rows: KeptRows, columns: set):
 
 def _check_columns(frame: pd.DataFrame, used: Sequence[str], term_cols: Sequence[str],
                    factor_cols: Sequence[str]) -> None:
-    """The column checks of :mod:`impactglm.design.checks` on the kept rows: mixed-type
-    object columns (error), numeric text with stray values and float ^ columns (warnings)."""
+    """The column checks of :mod:`impactglm.design.checks` on the kept rows: unusable or
+    mixed-type columns (error), numeric text with stray values and float ^ columns
+    (warnings)."""
     for name in used:
-        check_mixed_types(frame[name], name)
+        check_column_type(frame[name], name)
     for name in unique_in_order(list(term_cols) + list(factor_cols)):
         warn_numeric_text(frame[name], name)
     for name in factor_cols:

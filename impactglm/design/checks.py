@@ -4,9 +4,10 @@ Each check looks at one column (or the whole response) of the kept rows and eith
 raises a :class:`~impactglm.errors.DataError` naming the column, or warns with a
 :class:`~impactglm.errors.DataWarning` naming the column and the values:
 
-* :func:`check_mixed_types` -- an object column mixing strings, numbers and booleans
-  (``1, '1', 2.0, 'a', True``): ``1 == 1.0 == True`` hash alike, so their levels would
-  be merged or mis-sorted; an error listing the types found.
+* :func:`check_column_type` -- a column of a type no term can use (timedelta, complex,
+  lists in cells) or an object column mixing strings, numbers and booleans
+  (``1, '1', 2.0, 'a', True``: ``1 == 1.0 == True`` hash alike, so their levels would
+  be merged or mis-sorted); an error naming the column and the types found.
 * :func:`warn_numeric_text` -- a text column whose values are numbers except for ``k``
   stray values (a CSV column with one ``?``): used as a factor with one level per
   number; a warning naming the stray values.
@@ -33,7 +34,7 @@ from ..errors import DataError, DataWarning
 from .levels import short_list
 from .rows import is_numeric
 
-__all__ = ["check_mixed_types", "warn_numeric_text", "warn_float_factor",
+__all__ = ["check_column_type", "warn_numeric_text", "warn_float_factor",
            "check_single_level_terms", "check_response_magnitude"]
 
 
@@ -50,19 +51,41 @@ def _kind(t: type) -> str:
     return t.__name__
 
 
-def check_mixed_types(s: pd.Series, name: str) -> None:
-    """DataError when an object column mixes strings, numbers, booleans or other objects.
+_UNHASHABLE = (list, dict, set, np.ndarray)
 
-    Ints and floats together are one kind (numbers); NA values are ignored.  Cost: one
-    ``infer_dtype`` pass, plus a pass over the values only when it says "mixed".
+
+def check_column_type(s: pd.Series, name: str) -> None:
+    """DataError for a column no model term can use, naming it and the fix:
+
+    * time differences (timedelta64) and complex numbers;
+    * object cells holding lists, dicts, sets or arrays;
+    * an object column mixing strings, numbers, booleans or other objects
+      (``1, '1', 2.0, 'a', True``): ``1 == 1.0 == True`` are one level to a factor and
+      ``'1'`` another.  Ints and floats together are one kind (numbers); NA is ignored.
+
+    Cost: one ``infer_dtype`` pass, plus a pass over the values only when it says "mixed".
     """
+    kind = getattr(s.dtype, "kind", "")
+    if kind == "m":
+        raise DataError(f"column {name!r} holds time differences ({s.dtype}), which a model "
+                        f"cannot use directly: convert it to a number first, e.g. "
+                        f"df[{name!r}].dt.total_seconds()")
+    if kind == "c":
+        raise DataError(f"column {name!r} holds complex numbers ({s.dtype}); models take real "
+                        "numbers: use the real part, the modulus or both as columns")
     if s.dtype != object:
         return
     inferred = pd.api.types.infer_dtype(s, skipna=True)
     if inferred in ("string", "bytes", "integer", "floating", "mixed-integer-float", "boolean",
-                    "empty", "decimal", "complex"):
+                    "empty", "decimal", "date", "datetime", "time"):
         return
+    if inferred == "complex":
+        raise DataError(f"column {name!r} holds complex numbers; models take real numbers")
     types = pd.unique(s.dropna().map(type).to_numpy())
+    bad = [t for t in types if issubclass(t, _UNHASHABLE)]
+    if bad:
+        raise DataError(f"column {name!r} holds {bad[0].__name__} values in its cells; a model "
+                        "term needs one number, string or boolean per row")
     kinds = {_kind(t) for t in types}
     if len(kinds) > 1:
         found = ", ".join(sorted({t.__name__ for t in types}))
