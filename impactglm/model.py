@@ -139,7 +139,7 @@ class GLM:
         if not d.factors:
             out = fit_irls(d.X, d.y, d.weights, d.offset, self.family,
                            column_names=d.column_names, verbose=verbose, **options)
-            with _no_residual_df_warning(d, len(out.beta) if out.beta.ndim else 1):
+            with _no_residual_df_warning(d, len(out.beta), self.family):
                 return GLMResults.from_fit(out, d, self.family, method="IRLS")
         check_fixed_part(d)
         with _linalg_warnings_as_ours():
@@ -228,11 +228,12 @@ def _linalg_warnings_as_ours():
 
 class _no_residual_df_warning:
     """Context of building results for a fit with no residual degrees of freedom (as many
-    coefficients as rows, e.g. ``y ~ 1`` on one row): one ImpactGLMWarning saying that the
-    dispersion and standard errors are not defined, instead of numpy's 0/0 warnings."""
+    coefficients as rows, e.g. ``y ~ 1`` on one row) in a family with an estimated
+    dispersion (gaussian, gamma): one ImpactGLMWarning saying that the dispersion and
+    standard errors are not defined (R prints NaN), instead of numpy's 0/0 warnings."""
 
-    def __init__(self, design: Design, p: int):
-        self.active = int(np.sum(design.weights > 0)) <= p
+    def __init__(self, design: Design, p: int, family: Family):
+        self.active = int(np.sum(design.weights > 0)) <= p and not family.fixed_scale
         self.nobs = int(np.sum(design.weights > 0))
         self.p = p
 
