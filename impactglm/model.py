@@ -331,22 +331,31 @@ _BOUNDARY_EPS = 10 * np.finfo(float).eps        # R's glm.fit: "numerically 0 or
 def _warn_multinomial_boundary(out, design: Design, chunk: int = 200_000) -> None:
     """SeparationWarning when a fitted class probability of a training row (positive
     weight) is numerically 0 or 1, as R's glm.fit for binomial fits: (quasi-)complete
-    separation, the MLE of the separating coefficients is infinite.  The probabilities
-    softmax(X beta + sum_k A_k[codes_k]) are computed in chunks of rows."""
+    separation, the MLE of the separating coefficients is infinite.
+
+    A probability below eps = 10 machine eps needs a spread max_c eta_c - min_c eta_c above
+    -log(eps) ~ 33.7 in that row.  The spread is bounded by sum_j |x_ij| (range_c beta_jc)
+    + sum_k range_c A_k[l_ik, c] (O(n p) work, no (n, C) array); only rows whose bound
+    exceeds the threshold get the exact softmax, in chunks."""
     beta = np.asarray(out.beta, dtype=np.float64)
-    n = design.nobs
+    effects = [np.asarray(e.effect, dtype=np.float64) for e in out.effects]
+    threshold = -np.log(_BOUNDARY_EPS)
+    bound = (np.abs(design.X) @ np.ptp(beta, axis=1) if beta.size
+             else np.zeros(design.nobs))
+    for f, A in zip(design.factors, effects):
+        bound += np.ptp(A, axis=1)[f.codes]
+    rows = np.flatnonzero((bound > threshold) & (design.weights > 0))
     k = 0
-    for lo in range(0, n, chunk):
-        sl = slice(lo, min(n, lo + chunk))
-        eta = design.X[sl] @ beta if beta.size else np.zeros((sl.stop - lo, beta.shape[1]))
-        for f, e in zip(design.factors, out.effects):
-            eta = eta + np.asarray(e.effect)[f.codes[sl]]
+    for lo in range(0, len(rows), chunk):
+        idx = rows[lo:lo + chunk]
+        eta = design.X[idx] @ beta if beta.size else np.zeros((len(idx), beta.shape[1]))
+        for f, A in zip(design.factors, effects):
+            eta = eta + A[f.codes[idx]]
         eta -= eta.max(axis=1, keepdims=True)
         with np.errstate(under="ignore"):
             prob = np.exp(eta)
         prob /= prob.sum(axis=1, keepdims=True)
-        edge = ((prob < _BOUNDARY_EPS) | (prob > 1 - _BOUNDARY_EPS)).any(axis=1)
-        k += int(np.sum(edge & (design.weights[sl] > 0)))
+        k += int(np.sum(((prob < _BOUNDARY_EPS) | (prob > 1 - _BOUNDARY_EPS)).any(axis=1)))
     if k:
         warnings.warn(f"fitted probabilities numerically 0 or 1 occurred in {k} row(s): "
                       "(quasi-)complete separation of the classes; estimates and standard "

@@ -96,8 +96,9 @@ def drop_unused_categories(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Da
     for col in columns:
         s = frame[col]
         if isinstance(s.dtype, pd.CategoricalDtype):
-            used = np.unique(s.cat.codes.to_numpy())
-            if len(used[used >= 0]) < len(s.cat.categories):
+            codes = s.cat.codes.to_numpy()
+            used = np.bincount(codes[codes >= 0], minlength=len(s.cat.categories))
+            if not used.all():
                 changes[col] = s.cat.remove_unused_categories()
     if not changes:
         return frame
