@@ -28,6 +28,14 @@ Rules (for users: docs/design.md):
 * A ``^`` factor or a grouping factor with a single level is an error
   (:class:`~impactglm.errors.DataError`): its effect cannot be told apart from the
   intercept and its variance cannot be estimated (lme4 refuses it as well).
+* Column checks (:mod:`impactglm.design.checks`, on the kept rows): a column no term can
+  use (timedelta, complex, lists in cells, an object column mixing strings, numbers and
+  booleans) is a DataError naming it; a categorical term with one level is a DataError
+  (R: "contrasts can be applied only to factors with 2 or more levels"); a text column
+  that is numeric except for a few values, and a ``^`` factor on a continuous float
+  column, get a :class:`~impactglm.errors.DataWarning`.  Unused categories of pandas
+  categoricals are dropped (R's ``drop.unused.levels``); small and nullable integer
+  columns are widened to int64 before Patsy (``I(x8 * x8)`` does not wrap around).
 * Formulas are evaluated in a fixed namespace, never the caller's frame, so that a
   saved model rebuilds the same columns anywhere: ``np``/``numpy``, Patsy's builtins
   (``C``, ``I``, ``Q``, ``center``, ``standardize``, ``scale``, ``bs``, ``cr``, ...), and
