@@ -182,21 +182,21 @@ class LMMResults:
     def groups(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(b.name for b in self.model.blocks))
 
-    def ranef(self, group: str | None = None, condsd: bool = True):
+    def ranef(self, group: str | None = None, condsd: bool = True, condvar: bool = False):
         """Conditional modes by level: DataFrame with a column per term and ``condsd(term)``.
 
-        ``group=None`` gives a dict {group: DataFrame}.  Terms of one grouping factor that
-        come from separate blocks ((1|g) + (0+x|g), or (x||g)) share one DataFrame.
+        ``condvar=True`` adds lme4's ``condVar`` as columns: ``condvar(t)`` = Var(b_t | y)
+        and ``condcov(t1,t2)`` = Cov(b_t1, b_t2 | y) for the terms of one block (all of
+        :meth:`ranef_condvar` in plain columns).  ``group=None`` gives a dict {group:
+        DataFrame}.  Terms of one grouping factor that come from separate blocks
+        ((1|g) + (0+x|g), or (x||g)) share one DataFrame.
         """
         if group is None:
-            return {g: self.ranef(g, condsd) for g in self.groups}
-        key = ("ranef", group, condsd)
+            return {g: self.ranef(g, condsd, condvar) for g in self.groups}
+        key = ("ranef", group, condsd, condvar)
         if key in self._cache:
             return self._cache[key].copy()
-        ks = [k for k, b in enumerate(self.model.blocks) if b.name == group]
-        if not ks:
-            raise ImpactGLMError(f"no random-effects term has the grouping factor {group!r}; "
-                                 f"the groups are {', '.join(map(repr, self.groups))}")
+        ks = self._blocks_of(group)
         index = pd.Index(self.model.levels[ks[0]], name=group)
         cols: dict[str, Any] = {}
         for k in ks:
@@ -209,9 +209,35 @@ class LMMResults:
                 sds = self.fit.conditional_sd(k)
                 for j, term in enumerate(b.term_names):
                     cols[f"condsd({term})"] = sds[:, j]
+        if condvar:
+            for k in ks:
+                b = self.model.blocks[k]
+                cv = self.fit.conditional_cov(k)
+                for j, term in enumerate(b.term_names):
+                    cols[f"condvar({term})"] = cv[:, j, j]
+                for j in range(b.r):
+                    for i in range(j + 1, b.r):
+                        cols[f"condcov({b.term_names[j]},{b.term_names[i]})"] = cv[:, i, j]
         frame = pd.DataFrame(cols, index=index)
         self._cache[key] = frame
         return frame.copy()
+
+    def ranef_condvar(self, group: str) -> dict:
+        """lme4's ``attr(ranef(fit, condVar = TRUE)[[group]], "postVar")`` per term block.
+
+        Returns {terms (tuple): array (n_levels, r, r)} with Var(b_level | y) =
+        sigma^2 T [(L_ZZ L_ZZ')^-1]_level T' (beta held at its estimate, as lme4),
+        one entry per random-effects term of ``group`` (levels in ``ranef``'s order).
+        """
+        return {self.model.blocks[k].term_names: self.fit.conditional_cov(k)
+                for k in self._blocks_of(group)}
+
+    def _blocks_of(self, group: str) -> list[int]:
+        ks = [k for k, b in enumerate(self.model.blocks) if b.name == group]
+        if not ks:
+            raise ImpactGLMError(f"no random-effects term has the grouping factor {group!r}; "
+                                 f"the groups are {', '.join(map(repr, self.groups))}")
+        return ks
 
     # ------------------------------------------------------------------ fitted values
     def _linear_parts(self):
