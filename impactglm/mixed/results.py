@@ -267,32 +267,47 @@ class LMMResults:
         fixed, rand = self._linear_parts()
         return pd.Series(self.model.y - fixed - rand, index=self._row_index(), name="resid")
 
-    def predict(self, newdata=None, include_random: bool = True) -> pd.Series:
-        """Predictions X beta (+ Z b) on new data; levels the fit never saw get b = 0.
+    def predict(self, newdata=None, re_form: Any = None, include_random: bool = True) -> pd.Series:
+        """Predictions X beta + sum over the chosen random terms of Z_k b_k (lme4's predict).
 
-        Rows of ``newdata`` with missing values are dropped (the index says which
-        remain); unseen levels are counted in an :class:`UnseenLevelWarning`.
+        ``re_form`` is lme4's ``re.form``: None (all random terms), ``"NA"`` / ``"~0"`` /
+        ``NaN`` / False (none: X beta), or a formula naming a subset of the model's random
+        terms, e.g. ``"~ (1 | Subject)"`` (a term is matched by grouping factor and
+        terms; ``(x || g)`` counts as one term).  ``include_random=False`` is ``re_form="NA"``.
+        Levels the fit never saw get b = 0: their rows are counted per grouping factor in
+        an :class:`UnseenLevelWarning` and in :attr:`last_unseen`.  Rows of ``newdata``
+        with missing values are dropped (the index says which remain).
         """
+        chosen = self.model.random_selection(re_form) if include_random else frozenset()
         if newdata is None:
-            return self.fittedvalues if include_random else pd.Series(
-                self._linear_parts()[0], index=self._row_index(), name="fitted")
+            eta = self.model.X @ self.fit.beta
+            for pos in chosen:
+                b = self.model.blocks[pos]
+                eta = eta + np.einsum("ij,ij->i", b.Z, self.fit.b[pos][b.codes])
+            self._cache["unseen"] = {}
+            return pd.Series(eta, index=self._row_index(), name="fitted")
         nd = self.model.design.spec.transform(newdata)
         eta = nd.X[:, self.model.kept_columns] @ self.fit.beta
-        if include_random:
-            unseen = {}
-            for pos, k in enumerate(self.model.block_order):
-                codes, Z = nd.random[k]
-                seen = codes >= 0
-                bk = self.fit.b[pos]
-                eta[seen] += np.einsum("ij,ij->i", Z[seen], bk[codes[seen]])
-                name = self.model.blocks[pos].name
-                unseen[name] = max(unseen.get(name, 0), int((~seen).sum()))
-            unseen = {g: c for g, c in unseen.items() if c}
-            if unseen:
-                what = ", ".join(f"{g}: {c} rows" for g, c in unseen.items())
-                warnings.warn(f"new levels of grouping factors get random effect 0 ({what})",
-                              UnseenLevelWarning, stacklevel=2)
+        unseen: dict[str, int] = {}
+        for pos in sorted(chosen):
+            codes, Z = nd.random[self.model.block_order[pos]]
+            codes = self.model.level_map(pos, codes)
+            seen = codes >= 0
+            eta[seen] += np.einsum("ij,ij->i", Z[seen], self.fit.b[pos][codes[seen]])
+            name = self.model.blocks[pos].name
+            unseen[name] = max(unseen.get(name, 0), int((~seen).sum()))
+        unseen = {g: c for g, c in unseen.items() if c}
+        self._cache["unseen"] = unseen
+        if unseen:
+            what = ", ".join(f"{g}: {c} rows" for g, c in unseen.items())
+            warnings.warn(f"new levels of grouping factors get random effect 0 ({what})",
+                          UnseenLevelWarning, stacklevel=2)
         return pd.Series(eta, index=pd.Index(nd.row_labels), name="predicted")
+
+    @property
+    def last_unseen(self) -> dict[str, int]:
+        """Rows with a level unseen at fit time, per grouping factor, in the last predict()."""
+        return dict(self._cache.get("unseen", {}))
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> str:
