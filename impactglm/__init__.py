@@ -17,6 +17,7 @@ _LAZY = {
     "glm": ("impactglm.model", "glm"),
     "GLM": ("impactglm.model", "GLM"),
     "lmm": ("impactglm.mixed.model", "lmm"),
+    "anova": ("impactglm.mixed.compare", "anova"),
     "LMM": ("impactglm.mixed.model", "LMM"),
     "load": ("impactglm.results.restore", "load"),
     "evaluate": ("impactglm.metrics", "evaluate"),
