@@ -72,11 +72,11 @@ class FastStandardize(patsy.state.Standardize):
 
 
 NAMESPACE: dict = {"np": np, "numpy": np, "log": np.log, "log2": np.log2, "log10": np.log10,
-                    "log1p": np.log1p, "exp": np.exp, "expm1": np.expm1, "sqrt": np.sqrt}
+                    "log1p": np.log1p, "exp": np.exp, "expm1": np.expm1, "sqrt": np.sqrt,
+                    "offset": offset}            # offset(expr) terms: design/offsets.py
 NAMESPACE.update({name: getattr(patsy.builtins, name) for name in sorted(FUNCTIONS | CONTRASTS)
                   if name not in NAMESPACE})
 NAMESPACE["standardize"] = NAMESPACE["scale"] = patsy.state.stateful_transform(FastStandardize)
-NAMESPACE["offset"] = offset            # offset(expr) terms: design/offsets.py
 EVAL_ENV = ClosedEnvironment([NAMESPACE])
 assert set(NAMESPACE) == FUNCTIONS | CONTRASTS | {"np", "numpy"}
 

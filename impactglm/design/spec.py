@@ -186,9 +186,12 @@ def _design_info_from_dict(d: Mapping) -> DesignInfo:
             if cls is not wanted[name]:
                 raise DataError(f"the stored transform {name!r} of the term {fac.code!r} has "
                                 f"the class {t['class']!r}, not {wanted[name].__name__!r}")
-            if set(t["attrs"]) != set(vars(cls())):
+            # a memorised transform holds a fresh one's attributes, less the scratch ``_tmp``
+            # that Patsy's spline transforms drop when memorising ends
+            fresh = set(vars(cls()))
+            if set(t["attrs"]) not in (fresh, fresh - {"_tmp"}):
                 raise DataError(f"the stored transform {name!r} of the term {fac.code!r} has the "
-                                f"attributes {sorted(t['attrs'])}, not {sorted(vars(cls()))}")
+                                f"attributes {sorted(t['attrs'])}, not {sorted(fresh - {'_tmp'})}")
             obj = cls.__new__(cls)
             obj.__dict__.update({_attr_name(k): _decode_value(x) for k, x in t["attrs"].items()})
             transforms[name] = obj
