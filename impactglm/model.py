@@ -133,7 +133,7 @@ class GLM:
                                    method=method, verbose=verbose,
                                    names=[f.name for f in d.factors],
                                    levels=[f.levels for f in d.factors],
-                                   counts=[f.counts for f in d.factors], **options)
+                                   counts=[f.counts for f in d.factors], lazy=True, **options)
         out = dataclasses.replace(out, effects=_label_effects(out.effects, d))
         return GLMResults.from_fit(out, d, self.family, method="re-encoding Newton",
                                    prior_method=self._prior_method(method))

@@ -1,12 +1,12 @@
 """TODO docstring."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
 import numpy as np
 import pandas as pd
-from scipy import linalg
 from typing import Any, Sequence
 
 
@@ -14,7 +14,7 @@ from ..containers import FactorEffects, FitOutput
 from ..errors import ConvergenceWarning, DataError, ModelError, SeparationWarning
 from ..families import get_family
 from .newton import newton_loop, separated_levels, solve_mode
-from .posterior import finish_softmax, level_posterior
+from .posterior import finish_softmax, LazyFit
 from .priors import NO_PRIOR_RIDGE, prior_precisions
 from .problem import LevelProblem, reprice, State
 from .softmax import as_factors, check_outcome, initial_effects, resolve_prior, SoftmaxLoop, SoftmaxProblem
@@ -35,7 +35,7 @@ def _gaussian_scale(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: f
 def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto", *,
                          method: str = "reml", tol: float = 1e-8, maxiter: int = 200,
                          verbose: bool = False, levels=None, counts=None, names=None,
-                         scale: float | None = None) -> FitOutput:
+                         scale: float | None = None, lazy: bool = False) -> FitOutput:
     """Posterior-mode fit of eta = offset + X beta + sum_k a_k[codes_k], a_k ~ N(0, tau_k^2).
 
     Parameters
@@ -52,8 +52,14 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
     scale : gaussian only: the residual variance sigma^2 to use with a fixed tau (default:
         estimated as RSS / (n - p - edf) by fixed-point iteration).
 
+    lazy : leave the posterior (cov_beta, every level's se) and the fitted eta/mu to
+        first use: the FitOutput then has ``cov_beta``, ``eta``, ``mu`` and the effects'
+        ``se`` set to None and ``extra["lazy"]`` (:class:`~impactglm.solvers.posterior.LazyFit`)
+        computes them, with the same answers (the results layer uses this).
+
     Returns a FitOutput with ``effects`` (one FactorEffects per factor) and ``extra``:
-    max_grad, max_step, objective, n_passes, log (DataFrame), prior_sd, scale.
+    max_grad, max_step, objective, n_passes, log (DataFrame), prior_sd, scale, se_exact
+    (eager fits).
     """
     t0 = time.perf_counter()
     fam = get_family(family)
@@ -126,12 +132,7 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
         warnings.warn(f"high-cardinality fit did not converge in {maxiter} iterations "
                       f"(certificate {st.max_step:.3g} > tol {tol:g}, max gradient {st.max_grad:.3g})",
                       ConvergenceWarning, stacklevel=2)
-    try:
-        cov, se, se_exact = level_posterior(prob, st, lam_l)
-    except (linalg.LinAlgError, np.linalg.LinAlgError, ValueError) as exc:
-        raise ModelError(f"the penalised Hessian at the mode is singular or not finite ({exc}); "
-                         f"the fit is (nearly) saturated or the predictors are collinear") from exc
-    eta, mu = prob.eta_mu(st)
+    pending = LazyFit(prob, st, lam_l)       # posterior and fitted values on first use
     effects = []
     for k in range(K):
         sl = slice(prob.starts[k], prob.starts[k + 1])
@@ -141,15 +142,33 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
             prob.gidx[:, k], minlength=int(prob.starts[k + 1]))[prob.starts[k]:].astype(np.int64)
         W = st.W[sl]
         edf = float(np.sum(W / (W + lam_l[sl])))
-        effects.append(FactorEffects(names[k], lv, ct, st.a[sl].copy(), se[sl].copy(), taus_checked[k],
+        effects.append(FactorEffects(names[k], lv, ct, st.a[sl].copy(), None, taus_checked[k],
                                      edf, tau_estimated))
     log = pd.DataFrame(st.log, columns=["iteration", "objective", "max_grad", "max_step", "step",
                                         "passes", "seconds"])
     extra.update(max_grad=st.max_grad, max_step=st.max_step, objective=st.f, n_passes=st.n_passes,
                  log=log, prior_sd={names[k]: taus_checked[k] for k in range(K)}, scale=phi,
-                 deviance=st.dev, se_exact=se_exact, fit_seconds=time.perf_counter() - t0)
-    return FitOutput(beta=st.beta.copy(), cov_beta=cov, eta=eta, mu=mu, scale=phi, n_iter=st.n_iter,
-                     converged=st.converged, log=log, effects=tuple(effects), extra=extra)
+                 deviance=st.dev, lazy=pending, fit_seconds=time.perf_counter() - t0)
+    out = FitOutput(beta=st.beta.copy(), cov_beta=None, eta=None, mu=None, scale=phi, n_iter=st.n_iter,
+                    converged=st.converged, log=log, effects=tuple(effects), extra=extra)
+    return out if lazy else complete(out)
+
+
+def complete(out: FitOutput) -> FitOutput:
+    """The FitOutput with its lazy parts (posterior, fitted values) computed."""
+    lazy = out.extra.get("lazy")
+    if lazy is None:
+        return out
+    cov, se, exact = lazy.posterior()
+    eta, mu = lazy.fitted()
+    effects, start = [], 0
+    for e in out.effects:
+        q = len(e.effect)
+        effects.append(dataclasses.replace(e, se=se[start:start + q].copy()))
+        start += q
+    extra = {k: v for k, v in out.extra.items() if k != "lazy"}
+    extra["se_exact"] = exact
+    return dataclasses.replace(out, cov_beta=cov, eta=eta, mu=mu, effects=tuple(effects), extra=extra)
 
 def fit_multinomial(X: np.ndarray, factors: Sequence[Any], y_codes: np.ndarray, n_classes: int,
                     weights: np.ndarray | None = None, offset: np.ndarray | None = None,

@@ -58,6 +58,13 @@ def _check_factors(factors, n: int, names: Sequence[str]) -> list[tuple[np.ndarr
     return out
 
 
+def _single_row_if_constant(v: np.ndarray) -> np.ndarray:
+    """v[:1] when every row of v equals the first (the kernels broadcast a single row), else v."""
+    if v.shape[0] > 1 and bool(np.all(v == v[:1])):
+        return np.ascontiguousarray(v[:1])
+    return v
+
+
 # ----------------------------------------------------------------------------- the problem
 
 @dataclass
@@ -130,6 +137,8 @@ class LevelProblem:
             self.perm = KL.counting_sort(c0, int(self.q[k_sort]))
         else:
             self.perm = np.empty(0, dtype=np.int64)
+        # constant X columns (an intercept), unit weights, zero offset: one broadcast row
+        X, pw, off = _single_row_if_constant(X), _single_row_if_constant(pw), _single_row_if_constant(off)
         # the caller's arrays (references, never modified) for the final pass in caller order
         self._caller = (X, y, off, [np.asarray(c) for c, _ in facs]) if len(self.perm) else None
         self.X = self._take(X)
