@@ -208,7 +208,7 @@ def test_poisson_auto_fixed_point_is_stationary():
     tau (1 +- 1%) is not lower."""
     from impactglm.solvers import prior_scale
     from impactglm.families import get_family
-    from impactglm.solvers.newton import solve_mode
+    from impactglm.solvers.scalar import solve_mode
     from impactglm.solvers.problem import LevelProblem
     X, factors, y = _data("poisson", q=(120,), p_extra=1)
     out = fit_high_cardinality(X, factors, y, None, None, "poisson", "auto", tol=1e-10)
@@ -311,7 +311,7 @@ def test_reprice_equals_a_new_pass():
     """After a pass under one prior, ``reprice`` gives the objective of a fresh pass under another
     (the data parts of a pass do not depend on the prior precisions)."""
     from impactglm.families import get_family
-    from impactglm.solvers.newton import initial_state
+    from impactglm.solvers.scalar import initial_state
     from impactglm.solvers.problem import LevelProblem, reprice
     X, factors, y = _data("binomial", q=(30, 12), p_extra=1)
     prob = LevelProblem(X, factors, y, None, None, get_family("binomial"))

@@ -13,7 +13,8 @@ from typing import Any, Sequence
 from ..containers import FactorEffects, FitOutput
 from ..errors import ConvergenceWarning, DataError, ModelError, SeparationWarning
 from ..families import get_family
-from .newton import newton_loop, separated_levels, solve_mode
+from .newton import DEFAULT_TOL
+from .scalar import newton_loop, separated_levels, solve_mode
 from .posterior import finish_softmax, LazyFit
 from .priors import NO_PRIOR_RIDGE, prior_precisions
 from .problem import LevelProblem, reprice, State
@@ -33,7 +34,7 @@ def _gaussian_scale(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: f
 
 
 def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto", *,
-                         method: str = "reml", tol: float = 1e-8, maxiter: int = 200,
+                         method: str = "reml", tol: float = DEFAULT_TOL, maxiter: int = 200,
                          verbose: bool = False, levels=None, counts=None, names=None,
                          scale: float | None = None, lazy: bool = False) -> FitOutput:
     """Posterior-mode fit of eta = offset + X beta + sum_k a_k[codes_k], a_k ~ N(0, tau_k^2).

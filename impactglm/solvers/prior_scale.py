@@ -44,7 +44,7 @@ from scipy import linalg, optimize
 from ..errors import ModelError, SingularFitWarning
 from ..mixed.core import fit_lmm_arrays
 from .linalg import level_schur, schur_inverse_diag
-from .newton import initial_state, newton_loop
+from .scalar import initial_state, newton_loop
 from .problem import reprice
 
 __all__ = ["estimate_tau", "TauEstimate", "laplace_criterion", "log_det_levels"]
