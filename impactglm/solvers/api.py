@@ -16,9 +16,9 @@ from ..families import get_family
 from .newton import DEFAULT_TOL
 from .scalar import newton_loop, separated_levels, solve_mode
 from .posterior import finish_softmax, LazyFit
-from .priors import NO_PRIOR_RIDGE, prior_precisions
+from .priors import NO_PRIOR_RIDGE, prior_precisions, resolve_prior
 from .problem import LevelProblem, reprice, State
-from .softmax import as_factors, check_outcome, initial_effects, resolve_prior, SoftmaxLoop, SoftmaxProblem
+from .softmax import as_factors, check_outcome, initial_effects, SoftmaxLoop, SoftmaxProblem
 from . import prior_scale
 
 
@@ -69,22 +69,25 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
     K = len(factors)
     names = list(names) if names is not None else [f"factor{k}" for k in range(K)]
     prob = LevelProblem(X, factors, y, weights, offset, fam, names=names)
-    tau_estimated = isinstance(prior_sd, str)
+    entries = resolve_prior(prior_sd, names)
+    n_auto = sum(isinstance(e, str) for e in entries)
+    if 0 < n_auto < K:
+        raise ModelError(f"prior_sd='auto' for some ^ factors and fixed for others is available "
+                         f"for family='multinomial' only; for {fam.name} give all or none as 'auto'")
+    tau_estimated = n_auto > 0
     extra: dict = {}
     warm = None
     if tau_estimated:
-        if prior_sd != "auto":
-            raise ModelError(f"prior_sd must be 'auto', a number, a list or a dict, not {prior_sd!r}")
         est = prior_scale.estimate_tau(prob, method=method, tol=tol, verbose=verbose)
-        taus = list(est.taus)
+        taus_checked = list(est.taus)
         if fam.name == "gaussian":
             scale = est.scale
         extra["tau_criterion"] = est.criterion
         extra["tau_evaluations"] = est.n_evaluations
         warm = est.state
     else:
-        taus, _ = prior_precisions(prior_sd, K, names)
-    taus_checked, lam = prior_precisions(taus, K, names)
+        taus_checked = entries
+    lam = prior_precisions(taus_checked)
     lam_l = prob.expand(lam)
     if any(t is None for t in taus_checked):
         sep = separated_levels(prob)
@@ -173,7 +176,7 @@ def complete(out: FitOutput) -> FitOutput:
 
 def fit_multinomial(X: np.ndarray, factors: Sequence[Any], y_codes: np.ndarray, n_classes: int,
                     weights: np.ndarray | None = None, offset: np.ndarray | None = None,
-                    prior_sd: Any = "auto", *, tol: float = 1e-6, maxiter: int = 200,
+                    prior_sd: Any = "auto", *, tol: float = DEFAULT_TOL, maxiter: int = 200,
                     verbose: bool = False, exact_cov_limit: int = 3000,
                     callback=None) -> FitOutput:
     """Fit the multinomial model of the module docstring; arrays in, :class:`FitOutput` out.
@@ -190,7 +193,7 @@ def fit_multinomial(X: np.ndarray, factors: Sequence[Any], y_codes: np.ndarray, 
         cancels in the softmax; pass it as (n, C) if you mean it.)
     prior_sd : "auto" (empirical Bayes per factor), a positive number, None (ridge 1e-5
         only), or a list (one per factor) / dict (factor name -> value) of those.
-    tol : the largest absolute penalised gradient at convergence.
+    tol : the convergence certificate max_j |g_j| / H_jj (:mod:`impactglm.solvers.newton`).
     maxiter : iterations (each is about two passes over the rows).
     exact_cov_limit : dense exact covariance when p(C-1) + Q C is at most this.
 
@@ -200,7 +203,7 @@ def fit_multinomial(X: np.ndarray, factors: Sequence[Any], y_codes: np.ndarray, 
     ``beta[:, 1:]`` in row-major (variable, class) order, ``effects`` with (q, C) effect and
     se arrays, ``eta``/``mu`` empty (an (n, C) copy is never kept; see ``extra``), and
     ``extra`` holding the training ``loglik``, ``null_loglik``, ``confusion`` (C, C),
-    ``grad_max``, ``n_passes``, ``cov_method``, ``tau_history`` and ``alpha``.
+    ``max_grad``, ``max_step``, ``n_passes``, ``cov_method``, ``tau_history`` and ``alpha``.
     """
     t0 = time.perf_counter()
     X = np.asarray(X, dtype=np.float64)
@@ -220,7 +223,7 @@ def fit_multinomial(X: np.ndarray, factors: Sequence[Any], y_codes: np.ndarray, 
     y = check_outcome(y_codes, C, w, n)
     offset = _check_offset(offset, n, C)
     facs = as_factors(factors, n)
-    prior = resolve_prior(prior_sd, facs)
+    prior = resolve_prior(prior_sd, [f.name for f in facs])
     prob = SoftmaxProblem(X, facs, y, C, w, offset)
     if prob.p == 0 and prob.K == 0:
         raise ModelError("the model has neither fixed terms nor ^ factors")

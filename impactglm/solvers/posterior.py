@@ -137,7 +137,8 @@ def finish_softmax(prob, beta, A, alpha, auto, prior, converged, n_iter, state, 
     alpha_l = prob.alpha_levels(alpha)
     if not converged:
         warnings.warn(f"the multinomial fit did not converge in {n_iter} iterations "
-                      f"(max |gradient| {state.grad_max:.3g} > tol {state.tol:g})",
+                      f"(certificate {state.max_step:.3g} > tol {state.tol:g}, max gradient "
+                      f"{state.max_grad:.3g})",
                       ConvergenceWarning, stacklevel=3)
     Hp = state.Hp
     Ause = A if Q else np.zeros((1, C))
@@ -181,7 +182,8 @@ def finish_softmax(prob, beta, A, alpha, auto, prior, converged, n_iter, state, 
     null_ll = float(np.sum(wc[wc > 0] * np.log(wc[wc > 0] / wc.sum())))
     log = pd.DataFrame(state.rows)
     extra = {"loglik": float(ll), "null_loglik": null_ll, "confusion": conf,
-             "grad_max": float(state.grad_max), "n_passes": state.n_passes,
+             "max_grad": float(state.max_grad), "max_step": float(state.max_step),
+             "n_passes": state.n_passes,
              "cov_method": cov_method, "alpha": alpha.copy(),
              "tau_history": np.array(state.tau_history), "n_classes": C,
              "penalty": 0.5 * float(np.sum(alpha_l * np.sum(A * A, axis=1))),
