@@ -83,6 +83,19 @@ class GLMResults(ScalarStats, FactorAccess):
     def __setattr__(self, name, value):
         raise AttributeError(f"GLMResults is immutable (cannot set {name!r})")
 
+    def __getstate__(self) -> dict:
+        """Pickle with every lazy part computed (plain arrays and dicts, no closures)."""
+        d = dict(self.__dict__)
+        d["_cov_"], d["_pending_cov"] = self._cov, None
+        d["_effects_"], d["_pending_se"] = self._effects, None
+        d["_stats"] = dict(self._stats)
+        if self._training is not None:
+            d["_training"] = dict(self._training)
+        return d
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
     def __delattr__(self, name):
         raise AttributeError(f"GLMResults is immutable (cannot delete {name!r})")
 

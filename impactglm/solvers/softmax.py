@@ -299,6 +299,8 @@ class SoftmaxLoop:
         # beta coupled into the level steps when X has columns beyond an intercept
         self.coupled = prob.K > 0 and prob.p > (0 if self.const is None else 1)
         self.Hbb = None
+        self._coupled = None            # cached coupling blocks (coupled_block_steps)
+        self._n_coupled = 0
 
     def pass_a(self, beta, A):
         prob = self.prob
@@ -390,8 +392,9 @@ class SoftmaxLoop:
         moves the levels together with beta: a covariate constant within the levels
         (x_j = xbar_j[l]) is compensated by a[l] -= H_l^{-1} E_l' delta_b, the shrunken
         level mean of x_j, so beta and the effects no longer alternate.  H_bb is the
-        fixed block of the last reduced information (one iteration old; it only shapes
-        the direction, the reduced Newton step over it is exact).  Returns the (Q, C)
+        fixed block of the last reduced information (one iteration old), and E, H^-1 E' and
+        S are refreshed at the calls 1, 2, 4, 8, ... only (one pass each); they only shape
+        the direction, the reduced Newton step over it is exact.  Returns the (Q, C)
         directions and tr(H_l^{-1}) per level.
         """
         prob, C = self.prob, self.prob.C
@@ -400,23 +403,30 @@ class SoftmaxLoop:
         if self.Hbb is None:
             self.Hbb = beta_information(prob, beta, Ause)
         t = time.perf_counter()
-        cross = km.beta_level_cross(prob.X, beta, prob.gcodes, Ause, prob.w, prob.offset)
-        self.n_passes += 1
-        E = cross[:, :, 1:, :].reshape(prob.Q, pb, C)
-        del cross
+        self._n_coupled += 1
+        if self._coupled is None or (self._n_coupled & (self._n_coupled - 1)) == 0:
+            # the coupling blocks E_l, M_l = H_l^-1 E_l' and S at calls 1, 2, 4, 8, ...: they
+            # only shape the direction (the reduced Newton step is exact), and change little
+            cross = km.beta_level_cross(prob.X, beta, prob.gcodes, Ause, prob.w, prob.offset)
+            self.n_passes += 1
+            E = cross[:, :, 1:, :].reshape(prob.Q, pb, C)
+            del cross
+            parts = []
+            for k in range(prob.K):
+                sl = prob.slice(k)
+                Hinv = block_inverse(Hp[sl], alpha_l[sl], C)
+                Et = E[sl].transpose(1, 0, 2).reshape(pb, -1)             # (pb, q C)
+                M = np.matmul(Hinv, E[sl].transpose(0, 2, 1))             # (q, C, pb)
+                parts.append((Et, M, self.Hbb - Et @ M.reshape(-1, pb)))
+            self._coupled = parts
         g_b = gb[:, 1:].ravel()
         steps = np.empty_like(Gpen)
         trinv = np.empty(prob.Q)
-        for k in range(prob.K):
+        for k, (Et, M, S) in enumerate(self._coupled):
             sl = prob.slice(k)
             Hinv = block_inverse(Hp[sl], alpha_l[sl], C)
-            Ek = E[sl]
             s = np.einsum("qcd,qd->qc", Hinv, Gpen[sl])
-            M = np.matmul(Hinv, Ek.transpose(0, 2, 1))                  # (q, C, pb)
-            Et = Ek.transpose(1, 0, 2).reshape(pb, -1)                   # (pb, q C)
-            S = self.Hbb - Et @ M.reshape(-1, pb)
-            r = Et @ s.ravel()
-            db = solve_psd(S, g_b - r)
+            db = solve_psd(S, g_b - Et @ s.ravel())
             steps[sl] = s - M @ db
             trinv[sl] = np.trace(Hinv, axis1=1, axis2=2)
         self.timing["coupled"] = self.timing.get("coupled", 0.0) + time.perf_counter() - t
