@@ -59,12 +59,13 @@ class ScalarEngine:
     """Hooks of :func:`~impactglm.solvers.newton.run_newton` for a :class:`LevelProblem`."""
 
     def __init__(self, prob: LevelProblem, lam_l: np.ndarray, inv_phi: float, *, log: list,
-                 verbose: bool = False, t0: float | None = None, n_passes: int = 0):
+                 verbose: bool = False, t0: float | None = None, n_passes: int = 0,
+                 centre: bool = True):
         self.prob, self.lam_l, self.inv_phi = prob, lam_l, float(inv_phi)
         self.rows, self.verbose = log, verbose
         self.t0 = time.perf_counter() if t0 is None else t0
         self.n_passes = n_passes
-        self.const = constant_column(prob.X) if prob.K else None
+        self.const = constant_column(prob.X) if (prob.K and centre) else None
         self.seen = prob.level_sums()[1] > 0 if self.const is not None else None
 
     # -- passes --------------------------------------------------------------------------
@@ -208,11 +209,12 @@ def newton_loop(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: float
     """Run the Newton template from ``st`` (evaluated or not) until the certificate <= tol.
 
     Returns the State at the end (a new object); its ``log``, ``n_iter`` and ``n_passes``
-    continue those of ``st``.
+    continue those of ``st``.  With maxiter=0 it evaluates ``st`` exactly as given (no
+    centring), the row pass and certificate only.
     """
     t0 = st.t0 if t0 is None else t0
     eng = ScalarEngine(prob, lam_l, inv_phi, log=st.log, verbose=verbose, t0=t0,
-                       n_passes=st.n_passes)
+                       n_passes=st.n_passes, centre=maxiter > 0)   # maxiter=0: evaluate as given
     start = (dataclasses.replace(st, beta=st.beta.copy(), a=st.a.copy()) if st.G is not None
              else eng.evaluate((st.beta, st.a)))          # the caller's State is not modified
     end, converged, its, cert = run_newton(eng, start, tol=tol, maxiter=maxiter, it0=st.n_iter)
