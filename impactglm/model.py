@@ -172,9 +172,12 @@ class GLM:
                                        method=method, verbose=verbose,
                                        names=[f.name for f in d.factors],
                                        levels=[f.levels for f in d.factors],
-                                       counts=[f.counts for f in d.factors], **options)
+                                       counts=[f.counts for f in d.factors], lazy=True,
+                                       **options)
         out = dataclasses.replace(out, effects=_label_effects(out.effects, d))
-        warn_separation(self.family, np.asarray(out.mu), d.weights)
+        if _boundary_rows_possible(out, d, self.family):
+            mu = out.mu if out.mu is not None else out.extra["lazy"].fitted()[1]
+            warn_separation(self.family, np.asarray(mu), d.weights)
         return GLMResults.from_fit(out, d, self.family, method="re-encoding Newton",
                                    prior_method=self._prior_method(method))
 
@@ -186,6 +189,26 @@ class GLM:
             return f"{method.upper()} estimate"
         return ("Laplace estimate (glmer nAGQ = 1)" if method == "laplace"
                 else "Laplace estimate (glmer nAGQ = 0)")
+
+
+# |eta| below this cannot give R's "numerically 0 or 1" fitted values (logit: 10 eps at
+# |eta| ~ 36; log: exp(eta) < 10 eps at eta ~ -33.7)
+_SAFE_ETA = 30.0
+
+
+def _boundary_rows_possible(out, design: Design, family: Family) -> bool:
+    """Whether any training row may have a fitted value on the boundary that
+    :func:`warn_separation` looks for: a bound on max |eta| from the column maxima of X,
+    |beta|, the largest |effect| per factor and the offset, so that the usual fit needs no
+    pass over the rows for the warning."""
+    if family.name not in ("binomial", "poisson"):
+        return False
+    X = design.X
+    bound = float(np.abs(design.offset).max()) if design.offset is not None and len(design.offset) else 0.0
+    if X.shape[1]:
+        bound += float(np.abs(X).max(axis=0) @ np.abs(np.asarray(out.beta, dtype=float)))
+    bound += sum(float(np.abs(e.effect).max()) for e in out.effects if len(e.effect))
+    return not bound < _SAFE_ETA
 
 
 def _fit_options(maxiter, tol, method, holdout, seed, callback) -> dict:

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Linear algebra of the level block: the small pseudo-inverse solve of the reduced Newton
+step, the Schur complement over the largest factor, CG with the full level block, and
+R's aliasing test."""
 from __future__ import annotations
 
 import math
@@ -8,6 +10,26 @@ from scipy import linalg
 
 from ..errors import ModelError
 from .problem import LevelProblem
+
+
+def solve_psd(H: np.ndarray, g: np.ndarray, rcond: float = 1e-12) -> np.ndarray:
+    """x = H^+ g for a symmetric positive semi-definite H (the reduced Newton system).
+
+    H is scaled to unit diagonal (coordinates with H_jj = 0 get x_j = 0), and eigenvalues
+    below ``rcond`` times the largest are dropped: the directions of the re-encoded design
+    can be redundant (e.g. the previous step equal to the impact step).
+    """
+    d = np.sqrt(np.maximum(np.diag(H), 0.0))
+    keep = d > 0
+    x = np.zeros_like(g)
+    if not keep.any():
+        return x
+    Hs = H[np.ix_(keep, keep)] / np.outer(d[keep], d[keep])
+    vals, vecs = linalg.eigh(Hs)
+    cut = vals.max() * rcond
+    inv = np.where(vals > cut, 1.0 / np.where(vals > cut, vals, 1.0), 0.0)
+    x[keep] = (vecs @ (inv * (vecs.T @ (g[keep] / d[keep])))) / d[keep]
+    return x
 
 
 def level_schur(prob: LevelProblem, Dd: np.ndarray, include_beta: bool = True,

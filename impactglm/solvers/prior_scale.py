@@ -42,7 +42,7 @@ import numpy as np
 from ..errors import ModelError, SingularFitWarning
 from ..mixed.core import fit_lmm_arrays
 from . import laplace, slq
-from .newton import initial_state, solve_mode
+from .scalar import initial_state, solve_mode
 from .problem import LevelProblem, State
 
 __all__ = ["estimate_tau", "TauEstimate", "laplace_criterion", "log_det_levels", "GLMM_METHODS"]
