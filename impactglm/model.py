@@ -38,10 +38,6 @@ from .solvers.plain import align_groups, combine_weights, fit_plain
 
 __all__ = ["glm", "GLM"]
 
-# fit(method=...): gaussian REML/ML; binomial/poisson glmer nAGQ = 0 ("reml" means it too) or
-# nAGQ = 1 ("laplace")
-METHODS = ("reml", "ml", "nagq0", "laplace")
-
 
 def _is_multinomial(family) -> bool:
     return isinstance(family, str) and family.strip().lower() == "multinomial"
@@ -94,7 +90,6 @@ class GLM:
             formula, data, weights, freq_weights, var_weights, exposure, offset)
         parsed = parse_formula(formula)
         self.formula = parsed.text
-        self._data = data          # only read: groups= of fit(cov_type="cluster") by column name
         if parsed.random:
             term = parsed.random[0]
             bar = parsed.text.find("|")
@@ -103,6 +98,7 @@ class GLM:
                                "factor (level effects with a N(0, tau^2) prior), or use ig.lmm "
                                "for lme4-style random effects", parsed.text,
                                parsed.text.rfind("(", 0, bar) if bar >= 0 else None)
+        self._data = data          # only read: groups= of fit(cov_type="cluster") by column name
         if _is_multinomial(family):
             if link not in (None, "logit"):
                 raise ModelError("the multinomial family uses the logit (softmax) link, "
@@ -209,6 +205,7 @@ def _boundary_rows_possible(out, design: Design, family: Family) -> bool:
         bound += float(np.abs(X).max(axis=0) @ np.abs(np.asarray(out.beta, dtype=float)))
     bound += sum(float(np.abs(e.effect).max()) for e in out.effects if len(e.effect))
     return not bound < _SAFE_ETA
+_METHODS = ("reml", "ml", "nagq0", "laplace")
 
 
 def _fit_options(maxiter, tol, method, holdout, seed, callback) -> dict:
@@ -225,8 +222,8 @@ def _fit_options(maxiter, tol, method, holdout, seed, callback) -> dict:
                 or not (np.isfinite(tol) and tol > 0):
             raise ModelError(f"tol must be a positive number, not {tol!r}")
         options["tol"] = float(tol)
-    if not isinstance(method, str) or method.lower() not in METHODS:
-        raise ModelError(f"method must be one of {', '.join(map(repr, METHODS))}, "
+    if not isinstance(method, str) or method.lower() not in _METHODS:
+        raise ModelError(f"method must be one of {', '.join(map(repr, _METHODS))}, "
                          f"not {method!r}")
     if holdout is not None and (isinstance(holdout, (bool, np.bool_))
                                 or not isinstance(holdout, numbers.Real)
