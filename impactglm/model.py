@@ -29,6 +29,7 @@ from .design.build import build_design
 from .errors import DataError, FormulaError, ImpactGLMWarning, ModelError, SeparationWarning
 from .families import Family, get_family
 from .formula import parse_formula
+from .results.base import linalg_warnings_as_ours
 from .results.glm import GLMResults
 from .results.multinomial import MultinomialResults, score_holdout
 from .solvers.api import fit_high_cardinality, fit_multinomial
@@ -162,7 +163,7 @@ class GLM:
             raise ModelError("cov_type=, groups=, information= and freq_weights= are available "
                              "for models without ^ terms")
         check_fixed_part(d)
-        with _linalg_warnings_as_ours():
+        with linalg_warnings_as_ours():
             out = fit_high_cardinality(d.X, [(f.codes, f.n_levels) for f in d.factors], d.y,
                                        d.weights, d.offset, self.family, self.prior_sd,
                                        method=method, verbose=verbose,
@@ -248,28 +249,6 @@ def check_fixed_part(design: Design) -> None:
         raise ModelError(f"{n_good} rows with positive weight cannot identify {p} coefficients")
     if p:
         check_full_rank(design.X, design.weights, 1e-7, design.column_names)
-
-
-@contextlib.contextmanager
-def _linalg_warnings_as_ours():
-    """Re-issue scipy's LinAlgWarning (an ill-conditioned penalised Hessian, typically at a
-    separated fit) as an ImpactGLMWarning that says what it means; every other warning
-    raised inside passes through unchanged (same category, message and origin)."""
-    from scipy.linalg import LinAlgWarning
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    ill = False
-    for w in caught:
-        if issubclass(w.category, LinAlgWarning):
-            ill = True
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-    if ill:
-        warnings.warn("the penalised Hessian at the mode is ill-conditioned (numerically "
-                      "singular): standard errors are unreliable; usually the fixed "
-                      "predictors separate the outcomes or are nearly collinear",
-                      ImpactGLMWarning, stacklevel=user_stacklevel())
 
 
 class _no_residual_df_warning:

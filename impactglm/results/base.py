@@ -12,7 +12,7 @@ import pandas as pd
 
 from .._util import user_stacklevel
 from ..containers import FactorEffects
-from ..errors import UnseenLevelWarning
+from ..errors import ImpactGLMWarning, UnseenLevelWarning
 
 
 # FitOutput.extra entries shown as the convergence certificate of ^ fits
@@ -159,3 +159,33 @@ class FactorAccess:
         if msg:
             warnings.warn(f"levels unseen at fit time get effect 0 (the prior mean): {msg}",
                           UnseenLevelWarning, stacklevel=user_stacklevel())
+
+
+class linalg_warnings_as_ours:
+    """Context that re-issues scipy's LinAlgWarning (an ill-conditioned penalised Hessian,
+    typically at a separated fit) as an ImpactGLMWarning that says what it means, attributed
+    to the user's call; every other warning raised inside passes through unchanged (same
+    category, message and origin)."""
+
+    def __enter__(self):
+        self._catch = warnings.catch_warnings(record=True)
+        self._caught = self._catch.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        from scipy.linalg import LinAlgWarning
+        self._catch.__exit__(*exc)
+        ill = False
+        for w in self._caught:
+            if issubclass(w.category, LinAlgWarning):
+                ill = True
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
+                                       source=w.source)
+        if ill:
+            warnings.warn("the penalised Hessian at the mode is ill-conditioned (numerically "
+                          "singular): standard errors are unreliable; usually the fixed "
+                          "predictors separate the outcomes or are nearly collinear",
+                          ImpactGLMWarning, stacklevel=user_stacklevel())
+        return False

@@ -21,6 +21,7 @@ Definitions (w prior weights, V the variance function, d the unit deviance):
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 import numpy as np
 import pandas as pd
@@ -28,9 +29,10 @@ from scipy import stats
 
 
 from ..containers import FactorEffects, FitOutput
-from ..errors import ModelError
+from .._util import user_stacklevel
+from ..errors import ImpactGLMWarning, ModelError
 from ..families import Family, get_family
-from .base import (FactorAccess, CERTIFICATE_KEYS, format_number, frozen_array, frozen_effects, LazyMap,
+from .base import (linalg_warnings_as_ours, FactorAccess, CERTIFICATE_KEYS, format_number, frozen_array, frozen_effects, LazyMap,
                    ScalarStats, stat_property, Summary)
 from ..design.spec import ModelSpec
 from ..plots import plot_calibration, plot_convergence, plot_effects
@@ -168,7 +170,14 @@ class GLMResults(ScalarStats, FactorAccess):
             sizes = [len(e.effect) for e in fit.effects]
 
             def posterior():
-                cov, se, _ = lazy.posterior()
+                try:
+                    with linalg_warnings_as_ours(), np.errstate(invalid="ignore"):
+                        cov, se, _ = lazy.posterior()
+                except ModelError as exc:       # as R's NA / statsmodels' NaN bse
+                    warnings.warn(f"{exc}: standard errors are not available (NaN)",
+                                  ImpactGLMWarning, stacklevel=user_stacklevel())
+                    p = len(fit.beta)
+                    cov, se = np.full((p, p), np.nan), np.full(sum(sizes), np.nan)
                 cuts = np.cumsum([0] + sizes)
                 return cov, [se[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
         return cls(params=fit.beta, cov=fit.cov_beta, column_names=design.column_names,
@@ -205,7 +214,9 @@ class GLMResults(ScalarStats, FactorAccess):
 
     @property
     def bse(self) -> pd.Series:
-        return pd.Series(np.sqrt(np.diag(self._cov)), index=list(self._names), name="std err")
+        with np.errstate(invalid="ignore"):      # a negative variance (singular fit): NaN
+            se = np.sqrt(np.diag(self._cov))
+        return pd.Series(se, index=list(self._names), name="std err")
 
     @property
     def tvalues(self) -> pd.Series:
