@@ -112,6 +112,9 @@ class GLM:
         if not np.any(self.design.weights > 0):
             raise DataError("no row has a positive weight: every prior weight is 0, so "
                             "there is nothing to fit")
+        if self.design.X.shape[1] == 0 and not self.design.factors:
+            raise ModelError(f"the model {self.formula!r} has no coefficients (no intercept, "
+                             "no terms, no ^ factors): add a term or the intercept")
         names = [f.name for f in self.design.factors]
         self.prior_sd = _check_prior(prior_sd, names)
         if isinstance(self.family, Family):

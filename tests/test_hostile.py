@@ -892,6 +892,26 @@ def predict_dict_input():
 
 
 @case
+def predict_complex_values():
+    d, res = _fitted()
+    new = d.assign(x=d["x"] + 1j)
+    expect_error(lambda: res.predict(new), new, cls=DataError, match="'x'")
+
+
+@case
+def predict_timedelta_values():
+    d, res = _fitted()
+    new = d.assign(x=pd.to_timedelta(np.arange(N), unit="s"))
+    expect_error(lambda: res.predict(new), new, cls=DataError, match="'x'")
+
+
+@case
+def no_coefficients_at_all():
+    d = base()
+    expect_error(fit("y ~ 0", d), d, cls=ModelError, match="no coefficients")
+
+
+@case
 def predict_numpy_array():
     d, res = _fitted()
     new = d[["x", "g"]].to_numpy()

@@ -57,7 +57,7 @@ from ..containers import Design, FactorCodes, RandomBlock
 from ..errors import ColumnNotFoundError, DataError, FormulaError
 from ..families import get_family
 from ..formula import parse_formula, ParsedFormula, patsy_rhs_text, RandomTerm
-from .checks import (check_column_type, check_response_magnitude, check_single_level_terms,
+from .checks import (check_response_magnitude, check_single_level_terms,
                      warn_float_factor, warn_numeric_text)
 from .levels import drop_unused_categories, factorize, group_codes, single_level_error
 from .offsets import split_offset_columns
@@ -144,11 +144,9 @@ def _response_source(parsed: ParsedFormula, rows: KeptRows, columns: set):
 
 def _check_columns(frame: pd.DataFrame, used: Sequence[str], term_cols: Sequence[str],
                    factor_cols: Sequence[str]) -> None:
-    """The column checks of :mod:`impactglm.design.checks` on the kept rows: unusable or
-    mixed-type columns (error), numeric text with stray values and float ^ columns
-    (warnings)."""
-    for name in used:
-        check_column_type(frame[name], name)
+    """The warnings of :mod:`impactglm.design.checks` on the kept rows: numeric text with
+    stray values and float ^ columns (unusable or mixed-type columns were refused by
+    ``select_rows``, for new data too)."""
     for name in unique_in_order(list(term_cols) + list(factor_cols)):
         warn_numeric_text(frame[name], name)
     for name in factor_cols:

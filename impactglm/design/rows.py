@@ -172,8 +172,11 @@ def select_rows(frame: pd.DataFrame, used: Sequence[str], numeric: Sequence[str]
 
     Infinite values in the ``numeric`` columns or the arrays are errors naming the row.
     """
+    from .checks import check_column_type      # checks imports this module
     if len(frame) == 0:
         raise DataError("the data have no rows")
+    for col in used:
+        check_column_type(frame[col], col)
     _check_finite(frame, numeric)
     for what, arr in arrays.items():
         if arr is not None and np.isinf(arr).any():
