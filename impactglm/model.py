@@ -121,7 +121,9 @@ class GLM:
         plain GLMs only, see :mod:`impactglm.solvers.covariance`.  ``holdout``/``seed``:
         keep a random share of rows out and score them (multinomial models).
         ``callback``: multinomial models only, called with each iteration's log row
-        (a dict; the command line's progress bar)."""
+        (a dict; the command line's progress bar).  ``method``, for prior_sd="auto": gaussian
+        "reml" (default) or "ml"; binomial/poisson "nagq0" (default; "reml" means it too:
+        glmer nAGQ = 0) or "laplace" (glmer nAGQ = 1, beta in the outer optimisation)."""
         d = self.design
         options = {k: v for k, v in (("maxiter", maxiter), ("tol", tol)) if v is not None}
         if callback is not None and _is_multinomial(self.family):
@@ -161,7 +163,8 @@ class GLM:
             return "given"
         if self.family.name == "gaussian":
             return f"{method.upper()} estimate"
-        return "Laplace estimate"          # glmer(nAGQ = 0)'s criterion
+        return ("Laplace estimate (glmer nAGQ = 1)" if method == "laplace"
+                else "Laplace estimate (glmer nAGQ = 0)")
 
 
 def _warn_non_integer_successes(design: Design) -> None:
