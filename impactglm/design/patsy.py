@@ -17,6 +17,7 @@ from patsy.missing import NAAction
 from ..errors import DataError, FormulaError
 from ..formula import RandomTerm
 from .levels import plain_value, short_list
+from .offsets import offset
 from .rows import is_numeric
 
 
@@ -72,6 +73,7 @@ NAMESPACE: dict = {"np": np, "numpy": np, "log": np.log, "log2": np.log2, "log10
                     "log1p": np.log1p, "exp": np.exp, "expm1": np.expm1, "sqrt": np.sqrt}
 NAMESPACE.update(_patsy_builtins())
 NAMESPACE["standardize"] = NAMESPACE["scale"] = patsy.state.stateful_transform(FastStandardize)
+NAMESPACE["offset"] = offset            # offset(expr) terms: design/offsets.py
 EVAL_ENV = EvalEnvironment([NAMESPACE])
 
 

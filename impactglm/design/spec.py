@@ -16,6 +16,7 @@ from .._util import unique_in_order
 from ..containers import NewData
 from ..errors import ColumnNotFoundError, DataError
 from .levels import factorize, level_codes, plain_value
+from .offsets import is_offset_column, split_offset_columns
 from .patsy import build_patsy, EVAL_ENV, expr_names, FastStandardize, NAMESPACE
 from .response import check_range
 from .rows import as_frame, drop_transform_nan, finite_rows, is_numeric, row_label, select_rows, vector_argument
@@ -216,7 +217,8 @@ class ModelSpec:
     # -- derived
     @property
     def column_names(self) -> tuple[str, ...]:
-        return tuple(self.fixed_design["column_names"])
+        """The columns of X (``offset(...)`` terms go to the offset: design/offsets.py)."""
+        return tuple(c for c in self.fixed_design["column_names"] if not is_offset_column(c))
 
     @property
     def has_intercept(self) -> bool:
@@ -401,7 +403,7 @@ def _transform(spec: ModelSpec, newdata, response: bool, offset, na_action: str)
                         {"offset": o_values, "weights": w_values}, na_action)
 
     _, X = build_patsy(spec._fixed_info, rows.frame, spec.formula)
-    ok = finite_rows(X, spec.column_names, rows.labels, "design")
+    ok = finite_rows(X, spec.fixed_design["column_names"], rows.labels, "design")
     if response and spec.response_design is not None:
         rd = _design_info_from_dict(spec.response_design)
         ysrc = pd.Series(build_patsy(rd, rows.frame, spec.formula)[1][:, 0])
@@ -419,6 +421,9 @@ def _transform(spec: ModelSpec, newdata, response: bool, offset, na_action: str)
                   for name, levels in zip(spec.factor_names, spec.factor_levels))
     n = len(rows.frame)
     o_values, w_values = rows.arrays["offset"], rows.arrays["weights"]
+    X, _, term_offset = split_offset_columns(X, spec.fixed_design["column_names"])
+    if term_offset is not None:
+        o_values = term_offset if o_values is None else o_values + term_offset
     return NewData(X=np.ascontiguousarray(X),
                    offset=np.zeros(n) if o_values is None else np.ascontiguousarray(o_values),
                    codes=codes, unseen={name: int((c < 0).sum())
