@@ -290,10 +290,15 @@ class GLMResults(ScalarStats, FactorAccess):
 
     # ------------------------------------------------------------------ tests, intervals
     def wald_test(self, R, q=None, use_f: bool | None = None) -> "inference.WaldTestResult":
-        """Wald test of H0: R beta = q (R: a matrix, a coefficient name or a list of names);
-        chi2, or F on (r, df_resid) with ``use_f`` (default: when the dispersion is
-        estimated).  Uses cov_params(), so a robust cov_type gives a robust test."""
-        Rm = inference.restriction_matrix(R, list(self._names))
+        """Wald test of H0: R beta = q (R: a matrix, a coefficient name, a list of names, or
+        equations such as ``"x1 = 0, C(k)[T.b] = C(k)[T.c]"``); chi2, or F on (r, df_resid)
+        with ``use_f`` (default: when the dispersion is estimated).  Uses cov_params(), so
+        a robust cov_type gives a robust test."""
+        Rm, q_eq = inference.restriction_matrix(R, list(self._names))
+        if q_eq is not None:
+            if q is not None:
+                raise ModelError("wald_test: the equations give q already; do not pass q=")
+            q = q_eq
         return inference.wald_test(self._params, self._cov, Rm, q,
                                    use_f=self.use_t if use_f is None else bool(use_f),
                                    df_resid=float(self.df_resid))
@@ -435,6 +440,13 @@ class GLMResults(ScalarStats, FactorAccess):
                 ("Covariance Type:", self.cov_type)]
         if "prior_method" in self._stats:
             left.append(("Prior sd:", self._stats["prior_method"]))
+        theta = getattr(fam, "theta", None)
+        if theta is not None:        # negative binomial: MASS's summary line
+            how = "estimated" if fam.theta_estimated else "given"
+            se = self._extra.get("theta_se")
+            left.append((f"Theta ({how}):", f"{theta:.5g}" + (f" ({se:.3g})" if se else "")))
+        if getattr(fam, "var_power", None) is not None:
+            left.append(("Variance power:", f"{fam.var_power:g}"))
         if fam.name == "binomial" and self._spec is not None:
             info = self._spec.response_info
             if "success" in info:
