@@ -20,11 +20,17 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import ImpactGLMError
+from ..results import inference
 from .results import LMMResults
 
 
-def anova(*fits: LMMResults, refit: bool = True, names: list[str] | None = None) -> pd.DataFrame:
-    """lme4's ``anova(m0, m1, ...)`` for :class:`LMMResults`: a DataFrame with one row per model.
+def anova(*fits: Any, refit: bool = True, names: list[str] | None = None,
+          **glm_options: Any) -> pd.DataFrame:
+    """``ig.anova``: lme4's ``anova(m0, m1, ...)`` for LMM fits, R's for GLM fits.
+
+    GLM results (none of them an LMM fit) go to :func:`impactglm.results.inference.anova`
+    (``test=`` "Chisq", "F" or None).  For :class:`LMMResults`: a DataFrame with one row
+    per model.
 
     Columns npar, AIC, BIC, logLik, deviance, Chisq, Df, Pr(>Chisq); rows named
     ``names`` (default model1, model2, ... in the order given) and sorted by npar.
@@ -32,6 +38,11 @@ def anova(*fits: LMMResults, refit: bool = True, names: list[str] | None = None)
     changed); ``refit=False`` compares the criteria as fitted (warns when REML and
     ML fits are mixed, as lme4).
     """
+    if fits and not any(isinstance(f, LMMResults) for f in fits):
+        return inference.anova(*fits, **glm_options)
+    if glm_options:
+        raise ImpactGLMError(f"anova() of LMM fits takes refit= and names=, not "
+                             f"{', '.join(glm_options)}")
     if len(fits) < 2:
         raise ImpactGLMError("anova() compares two or more fitted models (lme4's "
                              "anova(m0, m1)); for one model use its summary()")
