@@ -185,7 +185,7 @@ def _design_info_from_dict(d: Mapping) -> DesignInfo:
             if cls is not wanted[name]:
                 raise DataError(f"the stored transform {name!r} of the term {fac.code!r} has "
                                 f"the class {t['class']!r}, not {wanted[name].__name__!r}")
-            if set(t["attrs"]) != set(vars(cls())):
+            if not t["attrs"] or not set(t["attrs"]) <= set(vars(cls())):
                 raise DataError(f"the stored transform {name!r} of the term {fac.code!r} has the "
                                 f"attributes {sorted(t['attrs'])}, not {sorted(vars(cls()))}")
             obj = cls.__new__(cls)
