@@ -31,7 +31,7 @@ from .formula import parse_formula
 from .results.glm import GLMResults
 from .results.multinomial import MultinomialResults, score_holdout
 from .solvers.api import fit_high_cardinality, fit_multinomial
-from .solvers.irls import fit_irls
+from .solvers.plain import align_groups, combine_weights, fit_plain
 
 __all__ = ["glm", "GLM"]
 
@@ -79,9 +79,13 @@ class GLM:
 
     def __init__(self, formula: str, data, family: str | Family = "gaussian",
                  link: str | None = None, weights=None, offset=None,
-                 prior_sd: Any = "auto", na_action: str = "drop"):
+                 prior_sd: Any = "auto", na_action: str = "drop", freq_weights=None,
+                 var_weights=None, exposure=None):
+        formula, weights, offset, self._freq = combine_weights(
+            formula, data, weights, freq_weights, var_weights, exposure, offset)
         parsed = parse_formula(formula)
         self.formula = parsed.text
+        self._data = data          # only read: groups= of fit(cov_type="cluster") by column name
         if _is_multinomial(family):
             if link not in (None, "logit"):
                 raise ModelError("the multinomial family uses the logit (softmax) link, "
@@ -108,12 +112,18 @@ class GLM:
 
     def fit(self, maxiter: int | None = None, tol: float | None = None, verbose: bool = False,
             method: str = "reml", holdout: float | None = None, seed: int | None = None,
-            callback=None):
+            callback=None, cov_type: str = "nonrobust", groups=None,
+            information: str = "expected"):
         """Fit the model; ``maxiter``/``tol`` default to each solver's own defaults
-        (IRLS: 25 and 1e-8 on the relative deviance change, as R).  ``holdout``/``seed``:
+        (IRLS: 25 and 1e-8 on the relative deviance change, as R).  ``cov_type``:
+        "nonrobust" (model-based), "HC0".."HC3", "cluster" (with ``groups``: a column name
+        or one label per row); ``information``: "expected" (R) or "observed" (Stata) --
+        plain GLMs only, see :mod:`impactglm.solvers.covariance`.  ``holdout``/``seed``:
         keep a random share of rows out and score them (multinomial models).
         ``callback``: multinomial models only, called with each iteration's log row
-        (a dict; the command line's progress bar)."""
+        (a dict; the command line's progress bar).  ``method``, for prior_sd="auto": gaussian
+        "reml" (default) or "ml"; binomial/poisson "nagq0" (default; "reml" means it too:
+        glmer nAGQ = 0) or "laplace" (glmer nAGQ = 1, beta in the outer optimisation)."""
         d = self.design
         options = {k: v for k, v in (("maxiter", maxiter), ("tol", tol)) if v is not None}
         if callback is not None and _is_multinomial(self.family):
@@ -125,9 +135,18 @@ class GLM:
             raise ModelError("holdout= is available for family='multinomial' only; for other "
                              "families fit on a split and use impactglm.evaluate()")
         if not d.factors:
-            out = fit_irls(d.X, d.y, d.weights, d.offset, self.family,
-                           column_names=d.column_names, verbose=verbose, **options)
-            return GLMResults.from_fit(out, d, self.family, method="IRLS")
+            groups = None if groups is None else align_groups(groups, self._data, d.row_labels)
+            freq = None if self._freq is None else align_groups(self._freq, self._data,
+                                                                d.row_labels).astype(float)
+            out, family = fit_plain(d.X, d.y, d.weights, d.offset, self.family,
+                                    cov_type=cov_type, groups=groups, information=information,
+                                    freq=freq,
+                                    column_names=d.column_names, verbose=verbose, **options)
+            return GLMResults.from_fit(out, d, family, method="IRLS")
+        if (cov_type, groups, information) != ("nonrobust", None, "expected") or (
+                self._freq is not None):
+            raise ModelError("cov_type=, groups=, information= and freq_weights= are available "
+                             "for models without ^ terms")
         out = fit_high_cardinality(d.X, [(f.codes, f.n_levels) for f in d.factors], d.y,
                                    d.weights, d.offset, self.family, self.prior_sd,
                                    method=method, verbose=verbose,
@@ -144,7 +163,8 @@ class GLM:
             return "given"
         if self.family.name == "gaussian":
             return f"{method.upper()} estimate"
-        return "Laplace estimate"          # glmer(nAGQ = 0)'s criterion
+        return ("Laplace estimate (glmer nAGQ = 1)" if method == "laplace"
+                else "Laplace estimate (glmer nAGQ = 0)")
 
 
 def _warn_non_integer_successes(design: Design) -> None:
@@ -172,7 +192,8 @@ def _label_effects(effects, design: Design):
 
 
 def glm(formula: str, data, family: str | Family = "gaussian", link: str | None = None,
-        weights=None, offset=None, prior_sd: Any = "auto", na_action: str = "drop") -> GLM:
+        weights=None, offset=None, prior_sd: Any = "auto", na_action: str = "drop",
+        freq_weights=None, var_weights=None, exposure=None) -> GLM:
     """A GLM: ``glm("y ~ x + C(k) + ^user", df, family="binomial").fit()``.
 
     ``family``: "gaussian", "binomial", "poisson", "gamma", "multinomial" or a Family
@@ -181,10 +202,14 @@ def glm(formula: str, data, family: str | Family = "gaussian", link: str | None 
     ``prior_sd``: prior sd tau of the ^ factors' level effects: "auto" (estimated by
     empirical Bayes), one number, None (no prior), or a list (one per ^ factor) or a
     dict by factor name of those.  ``na_action``: "drop" (R's na.omit) or "raise".
-    ``data`` is never modified.
+    ``freq_weights``/``var_weights``/``exposure``: statsmodels' arguments (replicated
+    rows; variance weights, which multiply with ``weights``; log(exposure) joins the
+    offset), see :func:`impactglm.solvers.plain.combine_weights`.  ``data`` is never
+    modified.
     """
     return GLM(formula, data, family=family, link=link, weights=weights, offset=offset,
-               prior_sd=prior_sd, na_action=na_action)
+               prior_sd=prior_sd, na_action=na_action, freq_weights=freq_weights,
+               var_weights=var_weights, exposure=exposure)
 
 
 def fit_multinomial_design(design, prior_sd: Any = "auto", *, holdout: float | None = None,

@@ -17,13 +17,11 @@ from conftest import EXACT_RTOL, GLMM_PRIOR_SD_RTOL
 
 REF = glmer_cases.reference()["cases"]
 
-# Cases prior_sd="auto" does not meet today (measured on main bb2b553: cbpp 1.8e-6, verbagg 4.4e-4,
-# verbagg_fixed 3.4e-4 pass; grouseticks 1.1e-2, movielens 7.1e-2 fail);
-# the engine helper removes an entry when its case passes (strict: an unexpected pass fails).
-FAILS_TODAY = {
-    "grouseticks": "issue 11: Nelder-Mead polish stops 0.3-1.1% from glmer(nAGQ=0)'s optimum",
-    "movielens": "issue 11: > 50,000 rows: fixed point with a diagonal log det, 5-7% below glmer",
-}
+# Cases prior_sd="auto" does not meet (strict: an unexpected pass fails).  Since issue 11 part 3
+# (exact gradient of the Laplace criterion, quasi-Newton in log tau) every case passes: measured
+# cbpp 1.6e-8, verbagg 9.5e-7, verbagg_fixed 1.9e-7, grouseticks 4.3e-7, movielens 2.5e-7
+# (nAGQ = 1, method="laplace": at most 3.5e-6).
+FAILS_TODAY: dict[str, str] = {}
 SLOW = {"movielens"}
 
 
@@ -63,6 +61,36 @@ def test_prior_sd_auto_equals_glmer_nagq0(name):
     got = {g: res.prior_sd[g] for g in want}
     np.testing.assert_allclose(list(got.values()), list(want.values()), rtol=GLMM_PRIOR_SD_RTOL,
                                err_msg=f"prior_sd {got} vs glmer nAGQ=0 {want}")
+
+
+@pytest.mark.parametrize("name", [_param(n) for n in glmer_cases.CASES])
+def test_method_laplace_equals_glmer_nagq1(name):
+    """fit(method="laplace") is glmer's default nAGQ = 1 (beta in the outer optimisation): prior
+    sds and fixed effects equal the tight nAGQ = 1 optimum; the level effects are the conditional
+    modes at those values (cbpp and grouseticks store them)."""
+    r = REF[name]["nagq1"]["tight"]
+    res = glmer_cases.fit(name, method="laplace")
+    want = r["prior_sd"]
+    np.testing.assert_allclose([res.prior_sd[g] for g in want], list(want.values()),
+                               rtol=GLMM_PRIOR_SD_RTOL)
+    got = {glmer_cases.r_name(k): v for k, v in res.params.items()}
+    fe = r["fixed_effects"]
+    np.testing.assert_allclose([got[k] for k in fe], list(fe.values()), rtol=GLMM_PRIOR_SD_RTOL, atol=1e-4)
+    for g, modes in r.get("ranef", {}).items():
+        le = res.level_effects(g)
+        have = dict(zip((str(v) for v in le.index), le["effect"].to_numpy()))
+        np.testing.assert_allclose([have[k] for k in modes], list(modes.values()), rtol=1e-3, atol=1e-4)
+
+
+def test_method_names_for_glmms():
+    """method="nagq0" is the default (and what "reml", fit()'s default, means) for binomial and
+    poisson; "laplace" is nAGQ = 1; anything else is a clear error."""
+    from impactglm.errors import ModelError
+    a = glmer_cases.fit("cbpp")
+    b = glmer_cases.fit("cbpp", method="nagq0")
+    assert a.prior_sd["herd"] == b.prior_sd["herd"]
+    with pytest.raises(ModelError, match="nagq0"):
+        glmer_cases.fit("cbpp", method="ml")
 
 
 @pytest.mark.parametrize("name", ["cbpp", "grouseticks"])

@@ -135,3 +135,220 @@ def test_crossed_log_det_exact_vs_dense():
     Z[np.arange(n), q1 + c2] = 1
     D = Z.T @ (Z * prob.w[:, None]) + np.diag(lam_l)
     assert exact and ld == pytest.approx(np.linalg.slogdet(D)[1], rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- issue 11 part 3:
+# the exact gradient of glmer's Laplace criteria, the optimum, the SLQ path, nAGQ = 1
+
+def _crossed_problem(family="poisson", n=600, q=(40, 9), seed=3, with_x=True, signal=(0.5, 0.4)):
+    from impactglm.families import get_family
+    from impactglm.solvers.problem import LevelProblem
+    rng = np.random.default_rng(seed)
+    codes = [rng.integers(0, qk, n).astype(np.int32) for qk in q]
+    x = rng.normal(size=n)
+    eta = -0.3 + (0.4 * x if with_x else 0.0)
+    for c, qk, s in zip(codes, q, signal):
+        eta = eta + rng.normal(0, s, qk)[c]
+    if family == "poisson":
+        y = rng.poisson(np.exp(eta)).astype(float)
+    else:
+        y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+    X = np.column_stack([np.ones(n), x]) if with_x else None
+    return LevelProblem(X, [(c, qk) for c, qk in zip(codes, q)], y, None, None, get_family(family),
+                        names=[f"g{k}" for k in range(len(q))])
+
+
+def _tight_mode(prob, taus, start=None):
+    from impactglm.solvers.newton import solve_mode
+    from impactglm.solvers import laplace
+    lam = 1.0 / np.asarray(taus) ** 2
+    lam_l = prob.expand(lam)
+    st = solve_mode(prob, list(taus), lam_l, 1.0, tol=1e-10, maxiter=1000, start=start)
+
+    def evaluate(beta, a):
+        from impactglm.solvers.problem import State
+        return solve_mode(prob, list(taus), lam_l, 1.0, tol=1e-10, maxiter=0, start=State(beta=beta, a=a))
+    out = laplace.newton_polish(prob, st, lam, evaluate)
+    return out[0] if out is not None else st
+
+
+def _c0(prob, taus):
+    from impactglm.solvers import laplace
+    st = _tight_mode(prob, taus)
+    return laplace.nagq0_value_grad(prob, st, 1.0 / np.asarray(taus) ** 2, gradient=False)[0]
+
+
+@pytest.mark.parametrize("family,q,with_x", [("poisson", (40, 9), True), ("binomial", (50, 12, 6), True),
+                                             ("binomial", (30,), False), ("poisson", (25,), True)])
+def test_nagq0_gradient_equals_finite_differences(family, q, with_x):
+    """dc0/dlog tau (implicit mode, W through the mode, third-derivative term) vs central
+    differences of c0 with the mode re-solved to machine precision at every point."""
+    from impactglm.solvers import laplace
+    prob = _crossed_problem(family, q=q, with_x=with_x, signal=(0.6, 0.4, 0.3)[:len(q)])
+    taus = np.array([0.7, 0.35, 0.5])[:len(q)]
+    st = _tight_mode(prob, taus)
+    _, grad, blk = laplace.nagq0_value_grad(prob, st, 1.0 / taus ** 2)
+    assert blk.exact
+    h = 1e-4
+    fd = []
+    for k in range(len(q)):
+        e = np.zeros(len(q))
+        e[k] = h
+        fd.append((_c0(prob, taus * np.exp(e)) - _c0(prob, taus * np.exp(-e))) / (2 * h))
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-6)
+
+
+def test_nagq0_gradient_needs_the_third_derivative_term():
+    """Without the w' term (W held at the mode) the gradient is measurably wrong: the test above
+    can fail."""
+    from impactglm.solvers import laplace
+    prob = _crossed_problem("poisson")
+    taus = np.array([0.7, 0.35])
+    st = _tight_mode(prob, taus)
+    _, grad, blk = laplace.nagq0_value_grad(prob, st, 1.0 / taus ** 2)
+    lam = 1.0 / taus ** 2
+    dinv, _ = blk.diag_and_rows()
+    frozen = np.array([-2 * lam[k] * (np.sum(st.a[s] ** 2) + np.sum(dinv[s]) - prob.q[k] / lam[k])
+                       for k, s in enumerate(slice(prob.starts[k], prob.starts[k + 1]) for k in range(2))])
+    assert np.max(np.abs(frozen - grad)) > 1e-3 * np.max(np.abs(grad))
+
+
+def test_row_quad_kernel_equals_numpy_twin():
+    from conftest import KERNEL_RTOL
+    from impactglm.solvers import laplace
+    import scipy.sparse as sp
+    rng = np.random.default_rng(5)
+    q1, s, n, Km = 30, 12, 200, 2
+    U = sp.random(q1, s, density=0.3, random_state=5, format="csr")
+    U.sort_indices()
+    A = rng.normal(size=(s, s))
+    M = np.ascontiguousarray(A @ A.T)
+    base = rng.random(q1)
+    l1 = rng.integers(0, q1, n)
+    posR = np.ascontiguousarray(rng.integers(0, s, (n, Km)))
+    out = np.empty(n)
+    laplace.row_quad(l1, posR, U.indptr, U.indices, U.data, M, base, out)
+    np.testing.assert_allclose(out, laplace.row_quad_numpy(l1, posR, U, M, base), rtol=KERNEL_RTOL)
+    lq = np.empty(q1)
+    laplace.level_quad(U.indptr, U.indices, U.data, M, lq)
+    np.testing.assert_allclose(lq, np.einsum("ij,jk,ik->i", U.toarray(), M, U.toarray()), rtol=KERNEL_RTOL)
+
+
+def test_exact_level_block_equals_dense_inverse():
+    """log det D, diag D^-1, z_i' D^-1 z_i and D^-1 r of the Schur path vs dense numpy (3 factors)."""
+    from impactglm.solvers import laplace
+    prob = _crossed_problem("binomial", q=(50, 12, 6), signal=(0.6, 0.4, 0.3))
+    taus = np.array([0.7, 0.35, 0.5])
+    st = _tight_mode(prob, taus)
+    lam_l = prob.expand(1 / taus ** 2)
+    blk = laplace.ExactLevelBlock(prob, lam_l, st.W)
+    Z = np.zeros((prob.n, prob.Q))
+    for k in range(prob.K):
+        Z[np.arange(prob.n), prob.gidx[:, k]] = 1
+    D = Z.T @ (Z * prob.w[:, None]) + np.diag(lam_l)
+    Dinv = np.linalg.inv(D)
+    assert blk.logdet() == pytest.approx(np.linalg.slogdet(D)[1], rel=1e-12)
+    dinv, v = blk.diag_and_rows()
+    np.testing.assert_allclose(dinv, np.diag(Dinv), rtol=1e-10)
+    np.testing.assert_allclose(v, np.einsum("ij,jk,ik->i", Z, Dinv, Z), rtol=1e-10)
+    r = np.random.default_rng(0).normal(size=prob.Q)
+    np.testing.assert_allclose(blk.solve(r), Dinv @ r, rtol=1e-9, atol=1e-12)
+
+
+def test_slq_agrees_with_exact_path(monkeypatch):
+    """Stochastic Lanczos quadrature vs the exact Schur path on a problem where both run:
+    log det within 0.1%, the gradient's traces and the estimated prior sds within the stated
+    slq.SLQ_PRIOR_SD_RTOL."""
+    from impactglm.solvers import laplace, slq
+    from impactglm.solvers.prior_scale import estimate_tau
+    prob = _crossed_problem("binomial", n=6000, q=(300, 120), signal=(0.8, 0.5), seed=11)
+    taus = np.array([0.8, 0.5])
+    st = _tight_mode(prob, taus)
+    lam_l = prob.expand(1 / taus ** 2)
+    ex = laplace.ExactLevelBlock(prob, lam_l, st.W)
+    sq = slq.StochasticLevelBlock(prob, lam_l, st.W, slq.Probes(prob))
+    assert sq.logdet() == pytest.approx(ex.logdet(), rel=1e-3)
+    assert abs(sq.logdet() - ex.logdet()) <= 4 * sq.trlog_se + 1e-8
+    exact = estimate_tau(prob)
+    monkeypatch.setattr(laplace, "EXACT_LEVEL_LIMIT", 0)
+    stoch = estimate_tau(prob)
+    assert exact.exact and not stoch.exact
+    np.testing.assert_allclose(stoch.taus, exact.taus, rtol=slq.SLQ_PRIOR_SD_RTOL)
+
+
+def test_reported_tau_is_the_optimum_by_finite_differences():
+    """At the reported prior sds the finite-difference gradient of c0 (mode re-solved) is ~0:
+    the Newton step it implies is below 1e-5 in log tau."""
+    import glmer_cases
+    r = glmer_cases.fit("grouseticks")
+    from impactglm.solvers.prior_scale import estimate_tau
+    d = glmer_cases.load("grouseticks")
+    prob = _grouseticks_problem(d)
+    est = estimate_tau(prob)
+    np.testing.assert_allclose(est.taus, [r.prior_sd[g] for g in prob.names], rtol=1e-10)
+    taus = np.array(est.taus)
+    h = 1e-3
+    K = len(taus)
+    c = lambda t: _c0(prob, t)
+    g = np.empty(K)
+    H = np.empty((K, K))
+    for j in range(K):
+        ej = np.zeros(K); ej[j] = h
+        g[j] = (c(taus * np.exp(ej)) - c(taus * np.exp(-ej))) / (2 * h)
+        for k in range(K):
+            ek = np.zeros(K); ek[k] = h
+            H[j, k] = (c(taus * np.exp(ej + ek)) - c(taus * np.exp(ej - ek)) - c(taus * np.exp(ek - ej))
+                       + c(taus * np.exp(-ej - ek))) / (4 * h * h)
+    assert np.all(np.linalg.eigvalsh(H) > 0)
+    assert np.max(np.abs(np.linalg.solve(H, g))) < 1e-5
+    np.testing.assert_allclose(est.gradient, g, atol=1e-4)
+
+
+def _grouseticks_problem(d):
+    from impactglm.families import get_family
+    from impactglm.solvers.problem import LevelProblem
+    yr = d["YEAR"].to_numpy()
+    X = np.column_stack([np.ones(len(d)), yr == 96, yr == 97, d["cHEIGHT"].to_numpy(float)]).astype(float)
+    facs = []
+    for g in ("BROOD", "INDEX", "LOCATION"):
+        codes, levels = _codes(d[g])
+        facs.append((codes, len(levels)))
+    return LevelProblem(X, facs, d["TICKS"].to_numpy(float), None, None, get_family("poisson"),
+                        names=["BROOD", "INDEX", "LOCATION"])
+
+
+def test_nagq1_gradient_equals_finite_differences():
+    """dc1/d(log tau, beta) at the mode over the levels alone (beta fixed) vs central differences."""
+    from impactglm.families import get_family
+    from impactglm.solvers import laplace
+    from impactglm.solvers.problem import LevelProblem
+    full = _crossed_problem("binomial", q=(40, 9), signal=(0.6, 0.4))
+    X = full.X
+    codes = full.factor_codes()
+
+    def c1(taus, beta, gradient=False):
+        sub = LevelProblem(np.zeros((full.n, 0)), codes, full.y, None, X @ beta, get_family("binomial"))
+        st = _tight_mode(sub, taus)
+        out = laplace.nagq1_value_grad(sub, st, 1.0 / np.asarray(taus) ** 2, X)
+        return out if gradient else out[0]
+
+    taus, beta = np.array([0.7, 0.4]), np.array([-0.2, 0.3])
+    _, gt, gb = c1(taus, beta, gradient=True)
+    h = 1e-5
+    fd_t = [(c1(taus * np.exp(h * e), beta) - c1(taus * np.exp(-h * e), beta)) / (2 * h) for e in np.eye(2)]
+    fd_b = [(c1(taus, beta + h * e) - c1(taus, beta - h * e)) / (2 * h) for e in np.eye(2)]
+    np.testing.assert_allclose(gt, fd_t, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gb, fd_b, rtol=1e-5, atol=1e-6)
+
+
+def test_singular_fit_reports_the_boundary_gradient():
+    """A factor without signal: its prior sd ends at the lower bound with a positive one-sided
+    gradient (c increases away from tau = 0) and a SingularFitWarning, as glmer's singular fit."""
+    from impactglm.errors import SingularFitWarning
+    from impactglm.solvers import prior_scale
+    prob = _crossed_problem("binomial", n=3000, q=(60, 15), signal=(0.8, 0.0), seed=2)
+    with pytest.warns(SingularFitWarning, match="g1"):
+        est = prior_scale.estimate_tau(prob)
+    assert est.taus[1] == pytest.approx(prior_scale.TAU_MIN)
+    assert est.boundary["g1"] > 0
+    assert est.taus[0] > 0.3

@@ -50,6 +50,7 @@ from ..errors import ColumnNotFoundError, DataError, FormulaError
 from ..families import get_family
 from ..formula import parse_formula, ParsedFormula, patsy_rhs_text, RandomTerm
 from .levels import factorize, group_codes, single_level_error
+from .offsets import split_offset_columns
 from .patsy import build_patsy, expr_names, is_function_ok, NAMESPACE, NamesUsed, patsy_factor_names, random_design
 from .response import encode_response
 from .rows import as_frame, drop_transform_nan, finite_rows, KeptRows, NA_ACTIONS, row_label, select_rows, vector_argument
@@ -201,6 +202,9 @@ def build_design(formula: str | ParsedFormula, data, *, family: str = "gaussian"
         rows = drop_transform_nan(rows, ok, na_action)
         X, y_source = X[ok], y_source[ok].reset_index(drop=True)
     w_values, o_values = rows.arrays["weights"], rows.arrays["offset"]
+    X, col_names, term_offset = split_offset_columns(X, col_names)      # offset(expr) terms
+    if term_offset is not None:
+        o_values = term_offset if o_values is None else o_values + term_offset
     if w_values is not None and (w_values < 0).any():
         i = int(np.argmax(w_values < 0))
         raise DataError(f"the weights must be non-negative; row {row_label(rows.labels, i)!r} "

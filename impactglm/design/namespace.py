@@ -8,7 +8,7 @@ once more every string it is asked to evaluate.  What may appear:
 
 * **names**: the data's columns; the functions of :data:`FUNCTIONS` (``I``, ``Q``,
   ``C``, ``center``, ``standardize``, ``scale``, ``bs``, ``cr``, ``cc``, ``te``,
-  ``log``, ``log2``, ``log10``, ``log1p``, ``exp``, ``expm1``, ``sqrt``); the
+  ``log``, ``log2``, ``log10``, ``log1p``, ``exp``, ``expm1``, ``sqrt``, ``offset``); the
   contrasts of :data:`CONTRASTS` (``Treatment``, ``Sum``, ``Helmert``, ``Poly``,
   ``Diff``); ``True``, ``False``, ``None``.  No Python internal (``__import__``,
   ``__builtins__``, ``__class__``, ...; a column may still be called ``__y__``).
@@ -45,7 +45,7 @@ from patsy.eval import VarLookupDict
 from ..errors import FormulaError
 
 FUNCTIONS = frozenset({"I", "Q", "C", "center", "standardize", "scale", "bs", "cr", "cc", "te",
-                       "log", "log2", "log10", "log1p", "exp", "expm1", "sqrt"})
+                       "log", "log2", "log10", "log1p", "exp", "expm1", "sqrt", "offset"})
 CONTRASTS = frozenset({"Treatment", "Sum", "Helmert", "Poly", "Diff"})
 NUMPY_MODULES = frozenset({"np", "numpy"})
 NUMPY_EXTRAS = ("clip", "where", "round", "around")

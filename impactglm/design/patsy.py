@@ -25,6 +25,7 @@ from ..errors import DataError, FormulaError
 from ..formula import ParsedFormula, patsy_rhs_text, RandomTerm
 from .levels import plain_value, short_list
 from .namespace import check_expression, ClosedEnvironment, CONTRASTS, FUNCTIONS
+from .offsets import offset
 from .rows import is_numeric
 
 
@@ -73,8 +74,9 @@ class FastStandardize(patsy.state.Standardize):
 NAMESPACE: dict = {"np": np, "numpy": np, "log": np.log, "log2": np.log2, "log10": np.log10,
                     "log1p": np.log1p, "exp": np.exp, "expm1": np.expm1, "sqrt": np.sqrt}
 NAMESPACE.update({name: getattr(patsy.builtins, name) for name in sorted(FUNCTIONS | CONTRASTS)
-                  if name not in NAMESPACE})
+                  if name not in NAMESPACE and hasattr(patsy.builtins, name)})
 NAMESPACE["standardize"] = NAMESPACE["scale"] = patsy.state.stateful_transform(FastStandardize)
+NAMESPACE["offset"] = offset            # offset(expr) terms: design/offsets.py
 EVAL_ENV = ClosedEnvironment([NAMESPACE])
 assert set(NAMESPACE) == FUNCTIONS | CONTRASTS | {"np", "numpy"}
 

@@ -28,6 +28,7 @@ from ..families import get_family
 from ..formula import parse_formula
 from .levels import factorize, level_codes, plain_value
 from .namespace import check_expression
+from .offsets import is_offset_column, split_offset_columns
 from .patsy import build_patsy, EVAL_ENV, expr_names, FastStandardize, formula_names, NAMESPACE, stateful_eval_code
 from .response import check_range
 from .rows import NA_ACTIONS, as_frame, drop_transform_nan, finite_rows, is_numeric, row_label, select_rows, vector_argument
@@ -269,7 +270,8 @@ class ModelSpec:
     # -- derived
     @property
     def column_names(self) -> tuple[str, ...]:
-        return tuple(self.fixed_design["column_names"])
+        """The columns of X (``offset(...)`` terms go to the offset: design/offsets.py)."""
+        return tuple(c for c in self.fixed_design["column_names"] if not is_offset_column(c))
 
     @property
     def has_intercept(self) -> bool:
@@ -526,7 +528,7 @@ def _transform(spec: ModelSpec, newdata, response: bool, offset, na_action: str)
                         {"offset": o_values, "weights": w_values}, na_action)
 
     _, X = build_patsy(spec._fixed_info, rows.frame, spec.formula)
-    ok = finite_rows(X, spec.column_names, rows.labels, "design")
+    ok = finite_rows(X, spec.fixed_design["column_names"], rows.labels, "design")
     if response and spec.response_design is not None:
         rd = _design_info_from_dict(spec.response_design)
         ysrc = pd.Series(build_patsy(rd, rows.frame, spec.formula)[1][:, 0])
@@ -544,6 +546,9 @@ def _transform(spec: ModelSpec, newdata, response: bool, offset, na_action: str)
                   for name, levels in zip(spec.factor_names, spec.factor_levels))
     n = len(rows.frame)
     o_values, w_values = rows.arrays["offset"], rows.arrays["weights"]
+    X, _, term_offset = split_offset_columns(X, spec.fixed_design["column_names"])
+    if term_offset is not None:
+        o_values = term_offset if o_values is None else o_values + term_offset
     return NewData(X=np.ascontiguousarray(X),
                    offset=np.zeros(n) if o_values is None else np.ascontiguousarray(o_values),
                    codes=codes, unseen={name: int((c < 0).sum())

@@ -11,15 +11,19 @@ the numerical safeguards, are R's (``stats::make.link``, ``binomial()`` etc.):
             dmu/deta = max(exp(eta) exp(-exp(eta)), eps) with eta capped at 700
 * log       mu = max(exp(eta), eps); dmu/deta = max(exp(eta), eps)
 * inverse   mu = 1/eta; dmu/deta = -1/eta^2
+* inverse_squared (R's "1/mu^2")  mu = 1/sqrt(eta); dmu/deta = -1/(2 eta^1.5)
 * identity  mu = eta; dmu/deta = 1
 
-Variance V(mu): gaussian 1, binomial mu(1-mu), poisson mu, gamma mu^2.
+Variance V(mu): gaussian 1, binomial mu(1-mu), poisson mu, gamma mu^2, inverse
+gaussian mu^3.  (Families with a parameter -- negative binomial, Tweedie -- have no
+code: :mod:`impactglm.families` computes them with NumPy.)
 Unit deviance d(y, mu) (R's ``dev.resids`` with weight 1):
 
 * gaussian  (y - mu)^2
 * binomial  2 [y log(y/mu) + (1-y) log((1-y)/(1-mu))]   (0 log 0 = 0)
 * poisson   2 [y log(y/mu) - (y - mu)]                    (y = 0: 2 mu)
 * gamma     -2 [log(y/mu) - (y - mu)/mu]                  (y = 0: log term 0)
+* inverse gaussian  (y - mu)^2 / (y mu^2)
 
 The scalar functions are numba device functions (call them from any
 ``@njit`` kernel); ``<name>_numpy`` are the vectorised twins used by the
@@ -39,11 +43,13 @@ LINK_LOGIT = 2
 LINK_PROBIT = 3
 LINK_CLOGLOG = 4
 LINK_INVERSE = 5
+LINK_INVERSE_SQUARED = 6
 
 FAMILY_GAUSSIAN = 0
 FAMILY_BINOMIAL = 1
 FAMILY_POISSON = 2
 FAMILY_GAMMA = 3
+FAMILY_INVERSE_GAUSSIAN = 4
 
 EPS = float(np.finfo(np.float64).eps)   # R's .Machine$double.eps
 INVEPS = 1.0 / EPS
@@ -78,6 +84,8 @@ def linkinv(eta: float, link_code: int) -> float:
         return max(min(-math.expm1(-math.exp(eta)), 1.0 - EPS), EPS)
     if link_code == LINK_INVERSE:
         return 1.0 / eta
+    if link_code == LINK_INVERSE_SQUARED:
+        return 1.0 / math.sqrt(eta) if eta > 0.0 else math.nan
     return math.nan
 
 
@@ -101,6 +109,8 @@ def mu_eta(eta: float, link_code: int) -> float:
         return max(math.exp(e) * math.exp(-math.exp(e)), EPS)
     if link_code == LINK_INVERSE:
         return -1.0 / (eta * eta)
+    if link_code == LINK_INVERSE_SQUARED:
+        return -0.5 / (eta * math.sqrt(eta)) if eta > 0.0 else math.nan
     return math.nan
 
 
@@ -115,6 +125,8 @@ def variance(mu: float, family_code: int) -> float:
         return mu
     if family_code == FAMILY_GAMMA:
         return mu * mu
+    if family_code == FAMILY_INVERSE_GAUSSIAN:
+        return mu * mu * mu
     return math.nan
 
 
@@ -141,6 +153,9 @@ def unit_deviance(y: float, mu: float, family_code: int) -> float:
     if family_code == FAMILY_GAMMA:
         lg = 0.0 if y == 0.0 else math.log(y / mu)
         return -2.0 * (lg - (y - mu) / mu)
+    if family_code == FAMILY_INVERSE_GAUSSIAN:
+        r = y - mu
+        return r * r / (y * mu * mu)
     return math.nan
 
 
@@ -151,18 +166,21 @@ def valid_mu(mu: float, family_code: int) -> bool:
         return False
     if family_code == FAMILY_BINOMIAL:
         return 0.0 < mu < 1.0
-    if family_code == FAMILY_POISSON or family_code == FAMILY_GAMMA:
+    if (family_code == FAMILY_POISSON or family_code == FAMILY_GAMMA
+            or family_code == FAMILY_INVERSE_GAUSSIAN):
         return mu > 0.0
     return True
 
 
 @njit(cache=True)
 def valid_eta(eta: float, link_code: int) -> bool:
-    """R's valideta: finite, and eta != 0 for the inverse link."""
+    """R's valideta: finite, eta != 0 for the inverse link, eta > 0 for 1/mu^2."""
     if not math.isfinite(eta):
         return False
     if link_code == LINK_INVERSE:
         return eta != 0.0
+    if link_code == LINK_INVERSE_SQUARED:
+        return eta > 0.0
     return True
 
 
@@ -192,6 +210,9 @@ def linkinv_numpy(eta: np.ndarray, link_code: int) -> np.ndarray:
     if link_code == LINK_INVERSE:
         with np.errstate(divide="ignore"):
             return 1.0 / eta
+    if link_code == LINK_INVERSE_SQUARED:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(eta > 0.0, 1.0 / np.sqrt(np.where(eta > 0.0, eta, 1.0)), np.nan)
     raise _unknown("link", link_code)
 
 
@@ -214,6 +235,10 @@ def mu_eta_numpy(eta: np.ndarray, link_code: int) -> np.ndarray:
     if link_code == LINK_INVERSE:
         with np.errstate(divide="ignore"):
             return -1.0 / (eta * eta)
+    if link_code == LINK_INVERSE_SQUARED:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e = np.where(eta > 0.0, eta, 1.0)
+            return np.where(eta > 0.0, -0.5 / (e * np.sqrt(e)), np.nan)
     raise _unknown("link", link_code)
 
 
@@ -228,6 +253,8 @@ def variance_numpy(mu: np.ndarray, family_code: int) -> np.ndarray:
         return mu.copy()
     if family_code == FAMILY_GAMMA:
         return mu * mu
+    if family_code == FAMILY_INVERSE_GAUSSIAN:
+        return mu * mu * mu
     raise _unknown("family", family_code)
 
 
@@ -251,6 +278,9 @@ def unit_deviance_numpy(y: np.ndarray, mu: np.ndarray, family_code: int) -> np.n
         with np.errstate(divide="ignore", invalid="ignore"):
             lg = np.where(y == 0.0, 0.0, np.log(np.where(y == 0.0, 1.0, y) / mu))
         return -2.0 * (lg - (y - mu) / mu)
+    if family_code == FAMILY_INVERSE_GAUSSIAN:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (y - mu) ** 2 / (y * mu * mu)
     raise _unknown("family", family_code)
 
 
@@ -260,7 +290,7 @@ def valid_mu_numpy(mu: np.ndarray, family_code: int) -> np.ndarray:
     ok = np.isfinite(mu)
     if family_code == FAMILY_BINOMIAL:
         return ok & (mu > 0.0) & (mu < 1.0)
-    if family_code in (FAMILY_POISSON, FAMILY_GAMMA):
+    if family_code in (FAMILY_POISSON, FAMILY_GAMMA, FAMILY_INVERSE_GAUSSIAN):
         return ok & (mu > 0.0)
     return ok
 
@@ -271,4 +301,6 @@ def valid_eta_numpy(eta: np.ndarray, link_code: int) -> np.ndarray:
     ok = np.isfinite(eta)
     if link_code == LINK_INVERSE:
         return ok & (eta != 0.0)
+    if link_code == LINK_INVERSE_SQUARED:
+        return ok & (eta > 0.0)
     return ok

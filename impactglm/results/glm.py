@@ -35,6 +35,7 @@ from ..design.spec import ModelSpec
 from ..plots import plot_calibration, plot_convergence, plot_effects
 from ..solvers.irls import null_deviance
 from . import files
+from . import inference
 
 
 
@@ -89,8 +90,12 @@ class GLMResults(ScalarStats, FactorAccess):
         edf = float(sum(e.edf for e in fit.effects))
         k = p + edf
         intercept = "Intercept" in design.column_names
-        llf = family.loglik(y, mu, w)
-        extra_par = 0 if family.fixed_scale else 1
+        freq = fit.extra.get("freq_weights")           # replicated rows (freq_weights=)
+        w_var = w if freq is None else np.where(freq > 0, w / np.where(freq > 0, freq, 1), 0.0)
+        llf = family.loglik(y, mu, w_var, scale=fit.scale if family.llf_at_fit_scale else None,
+                            freq=freq)
+        n_bic = len(y) if freq is None else float(np.sum(freq))
+        extra_par = family.n_extra_params
         st = {
             "deviance": family.deviance(y, mu, w),
             "null_deviance": null_deviance(y, w, off, family, intercept),
@@ -99,7 +104,7 @@ class GLMResults(ScalarStats, FactorAccess):
             "llf": llf,
             "aic": -2 * llf + 2 * (k + extra_par),
             # R's BIC takes n from logLik.glm, which counts zero-weight rows too
-            "bic": -2 * llf + np.log(len(y)) * (k + extra_par),
+            "bic": -2 * llf + np.log(n_bic) * (k + extra_par),
             "nobs": nobs,
             "df_model": k - (1 if intercept else 0),
             "df_resid": float(fit.extra.get("df_resid", nobs - k)),
@@ -113,6 +118,8 @@ class GLMResults(ScalarStats, FactorAccess):
             st["prior_method"] = prior_method
         training = {"y": y, "mu": mu, "eta": eta, "weights": w, "offset": off,
                     "row_labels": np.asarray(design.row_labels)}
+        if not fit.effects:           # get_prediction() on the training rows
+            training["X"] = design.X
         return cls(params=fit.beta, cov=fit.cov_beta, column_names=design.column_names,
                    family=family, spec=design.spec, stats=st, effects=fit.effects, log=fit.log,
                    extra=fit.extra, training=training)
@@ -168,6 +175,11 @@ class GLMResults(ScalarStats, FactorAccess):
     pearson_chi2 = stat_property("pearson_chi2")
     scale = stat_property("scale")
 
+    @property
+    def cov_type(self) -> str:
+        """"nonrobust", "HC0".."HC3" or "cluster" (fit(cov_type=...))."""
+        return str(self._extra.get("cov_type", "nonrobust"))
+
     # ------------------------------------------------------------------ training data
     def _train(self, key: str) -> np.ndarray:
         if self._training is None:
@@ -208,6 +220,38 @@ class GLMResults(ScalarStats, FactorAccess):
         """(y - mu) / (dmu/deta)."""
         y, mu, eta = self._train("y"), self._train("mu"), self._train("eta")
         return self._series((y - mu) / self._family.link.mu_eta(eta), "resid_working")
+
+    @property
+    def resid_anscombe(self) -> pd.Series:
+        """Anscombe residuals, scaled by sqrt(scale) (statsmodels; results/inference.py)."""
+        r = inference.anscombe_residuals(self._family, self._train("y"), self._train("mu"),
+                                         self._train("weights"), float(self.scale))
+        return self._series(r, "resid_anscombe")
+
+    # ------------------------------------------------------------------ tests, intervals
+    def wald_test(self, R, q=None, use_f: bool | None = None) -> "inference.WaldTestResult":
+        """Wald test of H0: R beta = q (R: a matrix, a coefficient name or a list of names);
+        chi2, or F on (r, df_resid) with ``use_f`` (default: when the dispersion is
+        estimated).  Uses cov_params(), so a robust cov_type gives a robust test."""
+        Rm = inference.restriction_matrix(R, list(self._names))
+        return inference.wald_test(self._params, self._cov, Rm, q,
+                                   use_f=self.use_t if use_f is None else bool(use_f),
+                                   df_resid=float(self.df_resid))
+
+    def get_prediction(self, newdata=None, offset=None) -> "inference.PredictionResults":
+        """Predicted means with delta-method standard errors and intervals:
+        ``.summary_frame(alpha)`` has mean, mean_se, mean_ci_lower, mean_ci_upper (as
+        statsmodels; se as R's predict.glm(se.fit=TRUE, type="response"))."""
+        if self._effects:
+            raise ModelError("get_prediction is available for models without ^ terms")
+        if newdata is None:
+            X, off, labels = self._train("X"), self._train("offset"), self._train("row_labels")
+        else:
+            nd = self._spec.transform(newdata, offset=offset)
+            X, off, labels = nd.X, nd.offset, nd.row_labels
+        eta = X @ self._params + off
+        return inference.PredictionResults(eta, inference.linear_predictor_se(X, self._cov),
+                                           self._family, self._dist(), labels)
 
     # ------------------------------------------------------------------ ^ factors
     def level_effects(self, name: str) -> pd.DataFrame:
@@ -259,6 +303,7 @@ class GLMResults(ScalarStats, FactorAccess):
         """
         meta = {"kind": "glm", "spec": self._spec.to_dict(),
                 "family": self._family.name, "link": self._family.link.name,
+                "family_args": self._family.args,
                 "column_names": list(self._names),
                 "params": [float(b) for b in self._params],
                 "cov": [[float(c) for c in row] for row in self._cov],
@@ -292,7 +337,9 @@ class GLMResults(ScalarStats, FactorAccess):
         return cls(params=np.array(meta["params"], dtype=np.float64),
                    cov=np.array(meta["cov"], dtype=np.float64).reshape(p, p),
                    column_names=meta["column_names"],
-                   family=get_family(meta["family"], meta["link"]), spec=spec, stats=stats,
+                   family=type(get_family(meta["family"]))(link=meta["link"],
+                                                            **meta.get("family_args", {})),
+                   spec=spec, stats=stats,
                    effects=effects, log=pd.DataFrame(meta["log"]), extra=meta["extra"])
 
     # ------------------------------------------------------------------ plots (impactglm.plots)
@@ -325,7 +372,7 @@ class GLMResults(ScalarStats, FactorAccess):
                 ("Method:", self.method),
                 ("No. Iterations:", str(self.n_iter)),
                 ("Converged:", "yes" if self.converged else "NO"),
-                ("Covariance Type:", "nonrobust")]
+                ("Covariance Type:", self.cov_type)]
         if "prior_method" in self._stats:
             left.append(("Prior sd:", self._stats["prior_method"]))
         if fam.name == "binomial" and self._spec is not None:
@@ -398,7 +445,10 @@ class GLMResults(ScalarStats, FactorAccess):
             out.append("High-cardinality factors (level effects: level_effects(name))")
             out.extend(factor_lines)
             out.append("=" * width)
-        notes = ["Standard errors are model-based (as R's glm); "
+        kind = ("model-based (as R's glm)" if self.cov_type == "nonrobust"
+                else f"{self.cov_type} (sandwich)")
+        info = self._extra.get("information", "expected")
+        notes = [f"Standard errors are {kind}, {info} information; "
                  + ("t tests with df_resid degrees of freedom." if self.use_t else "z tests.")]
         out.extend(f"[{i + 1}] {n}" for i, n in enumerate(notes))
         flat = [(k, v) for pair in header for (k, v) in pair if k]

@@ -33,7 +33,7 @@ def _gaussian_scale(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: f
 
 
 def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto", *,
-                         method: str = "reml", tol: float = 1e-8, maxiter: int = 200,
+                         method: str | None = None, tol: float = 1e-8, maxiter: int = 200,
                          verbose: bool = False, levels=None, counts=None, names=None,
                          scale: float | None = None) -> FitOutput:
     """Posterior-mode fit of eta = offset + X beta + sum_k a_k[codes_k], a_k ~ N(0, tau_k^2).
@@ -43,8 +43,10 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
     X : (n, p) float array (None: intercept only); factors : list of (codes int32 (n,), n_levels);
     y, weights, offset : (n,) arrays (weights/offset may be None); family : name or Family
     (gaussian, binomial, poisson; any of their links).
-    prior_sd : "auto" (tau_k by empirical Bayes, :mod:`impactglm.variance`; gaussian by REML
-        or ML per ``method``, binomial/poisson by the glmer(nAGQ=0) Laplace criterion),
+    prior_sd : "auto" (tau_k by empirical Bayes, :mod:`impactglm.solvers.prior_scale`; gaussian
+        by REML or ML per ``method`` ("reml" default, "ml"), binomial/poisson by glmer's Laplace
+        criterion: ``method="nagq0"`` (default, glmer nAGQ = 0) or ``"laplace"`` (nAGQ = 1,
+        beta in the outer optimisation)),
         a number, a list (one per factor; None = no prior), or a dict name -> value.
         With no prior a ridge of precision 1e-5 keeps separated levels finite
         (SeparationWarning with their count).
@@ -74,6 +76,9 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
             scale = est.scale
         extra["tau_criterion"] = est.criterion
         extra["tau_evaluations"] = est.n_evaluations
+        extra["tau_method"] = est.method
+        extra["tau_gradient"] = est.gradient
+        extra["tau_exact"] = est.exact
         warm = est.state
     else:
         taus, _ = prior_precisions(prior_sd, K, names)
@@ -116,7 +121,9 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
                               stacklevel=2)
     else:
         phi = 1.0
-        if warm is not None and warm.G is not None:     # the state of the last pass (phi = 1)
+        if warm is not None and est.final:              # nAGQ = 1: beta from the outer optimisation
+            st = warm
+        elif warm is not None and warm.G is not None:     # the state of the last pass (phi = 1)
             reprice(warm, lam_l, 1.0)
             st = newton_loop(prob, warm, lam_l, 1.0, tol=tol, maxiter=maxiter, verbose=verbose, t0=t0)
         else:

@@ -13,10 +13,17 @@ that rounding noise never triggers it) is halved towards the previous
 coefficients (R halves only in the first two cases; the third is glm2's safeguard
 and does not change the optimum).
 
-At the end cov(beta) = phi (X'WX)^-1 with W the weights of the final
-least-squares fit, phi = 1 for binomial and poisson and otherwise R's moment
-estimate sum_i W_i r_i^2 / (n - p) with working residuals r_i = (y_i - mu_i) /
-(dmu/deta)_i (the Pearson chi-square over the residual degrees of freedom).
+At the end cov(beta) = phi (X'WX)^-1 with W the working weights **at the final
+coefficients** (R's glm reports the weights of the last least-squares fit, i.e. of
+the previous iterate; the two agree as the fit converges, and at R's default
+tolerance they differ by about the last deviance change), phi = 1 for fixed-scale
+families and otherwise the moment estimate sum_i W_i r_i^2 / (n - p) with working
+residuals r_i = (y_i - mu_i) / (dmu/deta)_i, i.e. the Pearson chi-square over the
+residual degrees of freedom, also at the final coefficients.  The iterations and
+the stopping rule are R's, so the coefficients equal R's iteration for iteration.
+
+Families with a parameter (negative binomial, Tweedie: ``family.code == -1``) use a
+NumPy pass built from the family's own methods instead of the numba kernel.
 """
 from __future__ import annotations
 
@@ -110,12 +117,37 @@ def _check_rank(X: np.ndarray, W: np.ndarray, rtol: float, column_names) -> None
                          "combinations of earlier columns (aliased); remove them from the formula")
 
 
+def family_pass(family: Family):
+    """The row pass ``(y, w, eta, offset, mu, W, z) -> (deviance, all_valid)`` for the family:
+    the numba kernel :func:`impactglm.kernels.glm.irls_pass` for coded families, else the
+    same formulas (see kernels/glm.py) with the family's NumPy methods."""
+    if family.code >= 0:
+        lc, fc = family.link.code, family.code
+        return lambda y, w, eta, offset, mu, W, z: irls_pass(y, w, eta, offset, lc, fc, mu, W, z)
+    link = family.link
+
+    def numpy_pass(y, w, eta, offset, mu, W, z):
+        with np.errstate(all="ignore"):
+            mu[:] = link.inverse(eta)
+            ok = family.valid_mu(mu) and link.valid_eta(eta)
+            d = link.mu_eta(eta)
+            good = (w > 0.0) & (d != 0.0)
+            W[:] = np.where(good, w * d * d / family.variance(mu), 0.0)
+            z[:] = np.where(good, (eta - offset) + (y - mu) / np.where(good, d, 1.0), eta - offset)
+            pos = w > 0.0
+            dev = float(np.sum(w[pos] * family.unit_deviance(y[pos], mu[pos])))
+        return dev, bool(ok)
+    return numpy_pass
+
+
 def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: np.ndarray | None,
              family: str | Family, *, maxiter: int = 25, tol: float = 1e-8,
-             column_names: Sequence[str] | None = None, verbose: bool = False) -> FitOutput:
+             column_names: Sequence[str] | None = None, verbose: bool = False,
+             eta_start: np.ndarray | None = None) -> FitOutput:
     """Fit a GLM by IRLS exactly as R's ``glm.fit`` (see the module docstring).
 
-    ``column_names`` only serve error messages (aliased columns).  Raises
+    ``eta_start``: starting linear predictor (offset included; R's ``etastart``), else
+    the family's starting means.  ``column_names`` only serve error messages (aliased columns).  Raises
     ModelError for a rank-deficient X or when no valid start exists; warns
     ConvergenceWarning (maxiter reached, or stopped at a boundary) and
     SeparationWarning (binomial fitted probabilities numerically 0 or 1, poisson
@@ -128,14 +160,16 @@ def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: n
     n_good = int(np.sum(weights > 0))
     if n_good < p:
         raise ModelError(f"{n_good} rows with positive weight cannot identify {p} coefficients")
-    lc, fc = family.link.code, family.code
+    step = family_pass(family)
 
     mu = np.empty(n)
     W, z = np.empty(n), np.empty(n)
-    W_fit = np.empty(n)
-    with np.errstate(all="ignore"):
-        eta = family.link.link(family.initial_mu(y, weights))
-    devold, ok = irls_pass(y, weights, eta, offset, lc, fc, mu, W, z)
+    if eta_start is not None:
+        eta = np.array(eta_start, dtype=np.float64)
+    else:
+        with np.errstate(all="ignore"):
+            eta = family.link.link(family.initial_mu(y, weights))
+    devold, ok = step(y, weights, eta, offset, mu, W, z)
     if not (ok and np.isfinite(devold)):
         raise ModelError(f"cannot find valid starting values for the {family.name} family with "
                          f"the {family.link.name} link (check the response range)")
@@ -156,7 +190,6 @@ def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: n
             if it == 1:           # R checks the rank of the weighted X; aliased -> ModelError
                 _check_rank(X, W, rank_tol, column_names)
             force_qr = True       # ill-conditioned: stay on the QR path
-        W_fit, W = W, W_fit                      # keep the weights of this fit (R's fit$weights)
         if not np.all(np.isfinite(beta)):
             if coefold is None:
                 raise ModelError("IRLS: non-finite coefficients at the first iteration "
@@ -166,10 +199,10 @@ def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: n
                           stacklevel=user_stacklevel())
             beta = coefold
             eta = X @ beta + offset
-            dev, _ = irls_pass(y, weights, eta, offset, lc, fc, mu, W, z)
+            dev, _ = step(y, weights, eta, offset, mu, W, z)
             break
         eta = X @ beta + offset
-        dev, ok = irls_pass(y, weights, eta, offset, lc, fc, mu, W, z)
+        dev, ok = step(y, weights, eta, offset, mu, W, z)
         halvings = 0
         boundary = False
         bad = not (ok and np.isfinite(dev))
@@ -186,12 +219,12 @@ def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: n
                                      f"{it} ({family.name} family, {family.link.name} link)")
                 beta = coefold                    # no decrease along this step: stop here
                 eta = X @ beta + offset
-                dev, ok = irls_pass(y, weights, eta, offset, lc, fc, mu, W, z)
+                dev, ok = step(y, weights, eta, offset, mu, W, z)
                 break
             halvings += 1
             beta = (beta + coefold) / 2
             eta = X @ beta + offset
-            dev, ok = irls_pass(y, weights, eta, offset, lc, fc, mu, W, z)
+            dev, ok = step(y, weights, eta, offset, mu, W, z)
             boundary = boundary or bad
             bad = not (ok and np.isfinite(dev))
             worse = (dev - devold) / (abs(dev) + 0.1) > worse_tol
@@ -215,14 +248,16 @@ def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: n
     _warn_separation(family, mu, weights)
 
     df_resid = n_good - p
-    scale = 1.0 if family.fixed_scale else _dispersion(family, y, mu, eta, W_fit, df_resid)
+    # the covariance and dispersion at the final coefficients: W, z are this eta's
+    cov_unscaled = weighted_least_squares(X, W, z, force_qr=force_qr)[1]
+    scale = 1.0 if family.fixed_scale else _dispersion(family, y, mu, eta, W, df_resid)
     log = pd.DataFrame(rows, columns=["iteration", "deviance", "rel_change", "step_halvings",
                                       "seconds"])
     return FitOutput(beta=beta, cov_beta=scale * cov_unscaled, eta=eta, mu=mu.copy(),
                      scale=float(scale), n_iter=it, converged=converged, log=log,
                      extra={"deviance": float(dev), "criterion": float(crit),
                             "boundary": boundary, "df_resid": df_resid,
-                            "working_weights": W_fit})
+                            "working_weights": W.copy()})
 
 
 def _dispersion(family: Family, y, mu, eta, W, df_resid: int) -> float:

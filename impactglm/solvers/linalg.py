@@ -9,13 +9,14 @@ from scipy import linalg
 from .problem import LevelProblem
 
 
-def level_schur(prob: LevelProblem, Dd: np.ndarray, include_beta: bool = True):
+def level_schur(prob: LevelProblem, Dd: np.ndarray, include_beta: bool = True,
+                limit: int | None = None):
     """Eliminate the largest factor (diagonal block D1) from the penalised Hessian.
 
     Parameters are ordered (largest factor 1, rest R = [beta (if include_beta), other
     factors]).  With C = Z1'W Z_R (sparse, from the stored weights) the Schur complement
     is S = H_RR - C' D1^-1 C (dense, small).  Returns (S, D1, C, rest_idx), or None when R
-    has more than EXACT_DENSE_LIMIT columns.
+    has more than ``limit`` (default EXACT_DENSE_LIMIT) columns.
     """
     import scipy.sparse as sp
     n = prob.n
@@ -25,7 +26,7 @@ def level_schur(prob: LevelProblem, Dd: np.ndarray, include_beta: bool = True):
     rest_idx = (np.concatenate([np.arange(prob.starts[k], prob.starts[k + 1]) for k in others])
                 if others else np.zeros(0, dtype=np.int64))
     s = p + rest_idx.size
-    if s > EXACT_DENSE_LIMIT or s == 0:
+    if s > (EXACT_DENSE_LIMIT if limit is None else limit) or s == 0:
         return None
     pos = np.empty(prob.Q, dtype=np.int64)
     pos[rest_idx] = p + np.arange(rest_idx.size)

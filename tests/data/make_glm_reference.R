@@ -49,6 +49,17 @@ cases <- list(
        data = "glm_boundary.csv")
 )
 
+# Standard errors at the final coefficients (what impactglm reports; R's summary.glm uses
+# the working weights of the last least-squares fit, i.e. of the previous iterate):
+# phi (X'WX)^-1 with W = w mu.eta(eta)^2 / V(mu) at the fitted eta, phi = Pearson X^2 / df.
+se_at_final <- function(fit) {
+  X <- model.matrix(fit); fam <- fit$family; eta <- fit$linear.predictors; mu <- fit$fitted.values
+  W <- fit$prior.weights * fam$mu.eta(eta)^2 / fam$variance(mu)
+  disp <- if (fam$family %in% c("binomial", "poisson")) 1 else
+    sum(fit$prior.weights * (fit$y - mu)^2 / fam$variance(mu)) / fit$df.residual
+  sqrt(diag(solve(crossprod(X * sqrt(W)))) * disp)
+}
+
 fam_fun <- function(name, link) {
   switch(name, gaussian = gaussian(link = link), binomial = binomial(link = link),
          poisson = poisson(link = link), gamma = Gamma(link = link))
@@ -76,6 +87,7 @@ out <- lapply(cases, function(cs) {
        pearson_chi2 = sum(residuals(fit, "pearson")^2), iter = fit$iter,
        converged = fit$converged,
        default = list(coef = unname(coef(fit0)), se = unname(summary(fit0)$coefficients[, 2]),
+                      se_final = unname(se_at_final(fit0)),
                       iter = fit0$iter, deviance = deviance(fit0), aic = AIC(fit0)),
        fitted = unname(fitted(fit)[first]),
        resid_deviance = unname(residuals(fit, "deviance")[first]),
