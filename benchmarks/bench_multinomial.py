@@ -68,7 +68,7 @@ def make_data(rows: int, seed: int, workdir: Path) -> Path:
     import pyarrow.csv as pacsv
 
     import impactglm as ig
-    from impactglm.demo import demo_sizes
+    from impactglm.cli.demo import demo_sizes
 
     users, movies = demo_sizes(rows)
     sim = ig.make_ratings(rows, users, movies, kind="multinomial", seed=seed)

@@ -20,7 +20,7 @@ _LAZY = {
     "LMM": ("impactglm.mixed.model", "LMM"),
     "load": ("impactglm.results.restore", "load"),
     "evaluate": ("impactglm.metrics", "evaluate"),
-    "anova": ("impactglm.results.inference", "anova"),
+    "anova": ("impactglm.mixed.compare", "anova"),   # LMM fits; GLM fits go to results.inference
     "read_table": ("impactglm.io.read", "read_table"),
     "make_ratings": ("impactglm.simulate", "make_ratings"),
     "parse_formula": ("impactglm.formula", "parse_formula"),

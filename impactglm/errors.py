@@ -73,6 +73,11 @@ class SeparationWarning(ImpactGLMWarning):
     """Fitted probabilities of 0 or 1 occurred: (quasi-)complete separation."""
 
 
+class DataWarning(ImpactGLMWarning):
+    """The data are valid but probably not what was meant (a number column read as text,
+    a float column used as a factor)."""
+
+
 class UnseenLevelWarning(ImpactGLMWarning):
     """New data hold levels of a high-cardinality factor that the fit never saw."""
 

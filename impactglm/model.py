@@ -15,6 +15,7 @@ the solver's FitOutput in a results object (:mod:`impactglm.results.glm`,
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import numbers
 import warnings
@@ -25,12 +26,14 @@ import numpy as np
 from ._util import user_stacklevel
 from .containers import Design
 from .design.build import build_design
-from .errors import DataError, ImpactGLMWarning, ModelError
+from .errors import DataError, FormulaError, ImpactGLMWarning, ModelError, SeparationWarning
 from .families import Family, get_family
 from .formula import parse_formula
 from .results.glm import GLMResults
 from .results.multinomial import MultinomialResults, score_holdout
 from .solvers.api import fit_high_cardinality, fit_multinomial
+from .solvers.irls import warn_separation
+from .solvers.linalg import check_full_rank
 from .solvers.plain import align_groups, combine_weights, fit_plain
 
 __all__ = ["glm", "GLM"]
@@ -57,14 +60,16 @@ def _check_prior(prior_sd, names: Sequence[str]):
                              f"(factors: {', '.join('^' + n for n in names) or 'none'})")
         values = [keys.get(n) for n in names]
     elif prior_sd is None or isinstance(prior_sd, numbers.Real):
-        values = [prior_sd] * len(names)
+        values = [prior_sd] * max(len(names), 1)     # checked even without ^ factors
     else:
         values = list(prior_sd)
         if len(values) != len(names):
             raise ModelError(f"prior_sd has {len(values)} entries for {len(names)} ^ factors")
-    for n, v in zip(names, values):
-        if v is not None and not (isinstance(v, numbers.Real) and np.isfinite(v) and v > 0):
-            raise ModelError(f"prior_sd for ^{n} must be a positive number (or None for no "
+    for n, v in zip(list(names) or ["(none)"], values):
+        if v is not None and (isinstance(v, (bool, np.bool_)) or not (
+                isinstance(v, numbers.Real) and np.isfinite(v) and v > 0)):
+            what = f"for ^{n} " if names else ""
+            raise ModelError(f"prior_sd {what}must be a positive number (or None for no "
                              f"prior), got {v!r}")
     return {n: v for n, v in zip(names, values)} if isinstance(prior_sd, Mapping) else (
         values if not (prior_sd is None or isinstance(prior_sd, numbers.Real)) else prior_sd)
@@ -85,6 +90,14 @@ class GLM:
             formula, data, weights, freq_weights, var_weights, exposure, offset)
         parsed = parse_formula(formula)
         self.formula = parsed.text
+        if parsed.random:
+            term = parsed.random[0]
+            bar = parsed.text.find("|")
+            raise FormulaError(f"the random-effects term {term} needs a mixed model, which "
+                               f"ig.glm does not fit: write ^{term.group} for a high-cardinality "
+                               "factor (level effects with a N(0, tau^2) prior), or use ig.lmm "
+                               "for lme4-style random effects", parsed.text,
+                               parsed.text.rfind("(", 0, bar) if bar >= 0 else None)
         self._data = data          # only read: groups= of fit(cov_type="cluster") by column name
         if _is_multinomial(family):
             if link not in (None, "logit"):
@@ -125,7 +138,7 @@ class GLM:
         "reml" (default) or "ml"; binomial/poisson "nagq0" (default; "reml" means it too:
         glmer nAGQ = 0) or "laplace" (glmer nAGQ = 1, beta in the outer optimisation)."""
         d = self.design
-        options = {k: v for k, v in (("maxiter", maxiter), ("tol", tol)) if v is not None}
+        options = _fit_options(maxiter, tol, method, holdout, seed, callback)
         if callback is not None and _is_multinomial(self.family):
             options["callback"] = callback
         if _is_multinomial(self.family):
@@ -142,18 +155,23 @@ class GLM:
                                     cov_type=cov_type, groups=groups, information=information,
                                     freq=freq,
                                     column_names=d.column_names, verbose=verbose, **options)
-            return GLMResults.from_fit(out, d, family, method="IRLS")
+            with _no_residual_df_warning(d, len(out.beta), family):
+                return GLMResults.from_fit(out, d, family, method="IRLS")
         if (cov_type, groups, information) != ("nonrobust", None, "expected") or (
                 self._freq is not None):
             raise ModelError("cov_type=, groups=, information= and freq_weights= are available "
                              "for models without ^ terms")
-        out = fit_high_cardinality(d.X, [(f.codes, f.n_levels) for f in d.factors], d.y,
-                                   d.weights, d.offset, self.family, self.prior_sd,
-                                   method=method, verbose=verbose,
-                                   names=[f.name for f in d.factors],
-                                   levels=[f.levels for f in d.factors],
-                                   counts=[f.counts for f in d.factors], **options)
+        check_fixed_part(d)
+        with _linalg_warnings_as_ours():
+            out = fit_high_cardinality(d.X, [(f.codes, f.n_levels) for f in d.factors], d.y,
+                                       d.weights, d.offset, self.family, self.prior_sd,
+                                       method=method, verbose=verbose,
+                                       names=[f.name for f in d.factors],
+                                       levels=[f.levels for f in d.factors],
+                                       counts=[f.counts for f in d.factors], lazy=True, **options)
         out = dataclasses.replace(out, effects=_label_effects(out.effects, d))
+        mu = out.mu if out.mu is not None else out.extra["lazy"].fitted()[1]   # posterior stays lazy
+        warn_separation(self.family, np.asarray(mu), d.weights)
         return GLMResults.from_fit(out, d, self.family, method="re-encoding Newton",
                                    prior_method=self._prior_method(method))
 
@@ -165,6 +183,99 @@ class GLM:
             return f"{method.upper()} estimate"
         return ("Laplace estimate (glmer nAGQ = 1)" if method == "laplace"
                 else "Laplace estimate (glmer nAGQ = 0)")
+
+
+_METHODS = ("reml", "ml", "nagq0", "laplace")
+
+
+def _fit_options(maxiter, tol, method, holdout, seed, callback) -> dict:
+    """Check ``fit()``'s arguments (ModelError naming the bad one, never a raw TypeError
+    from inside a solver) and return the solver options that were given."""
+    options = {}
+    if maxiter is not None:
+        if isinstance(maxiter, (bool, np.bool_)) or not isinstance(maxiter, numbers.Integral) \
+                or maxiter < 1:
+            raise ModelError(f"maxiter must be a whole number >= 1, not {maxiter!r}")
+        options["maxiter"] = int(maxiter)
+    if tol is not None:
+        if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real) \
+                or not (np.isfinite(tol) and tol > 0):
+            raise ModelError(f"tol must be a positive number, not {tol!r}")
+        options["tol"] = float(tol)
+    if not isinstance(method, str) or method.lower() not in _METHODS:
+        raise ModelError(f"method must be one of {', '.join(map(repr, _METHODS))}, "
+                         f"not {method!r}")
+    if holdout is not None and (isinstance(holdout, (bool, np.bool_))
+                                or not isinstance(holdout, numbers.Real)
+                                or not 0 <= holdout < 1):
+        raise ModelError(f"holdout must be a fraction in (0, 1), not {holdout!r}")
+    if seed is not None and (isinstance(seed, (bool, np.bool_))
+                             or not isinstance(seed, numbers.Integral)):
+        raise ModelError(f"seed must be a whole number or None, not {seed!r}")
+    if callback is not None and not callable(callback):
+        raise ModelError(f"callback must be callable, not {callback!r}")
+    return options
+
+
+def check_fixed_part(design: Design) -> None:
+    """The fixed part of a ^ or multinomial fit, tested as IRLS tests X: more coefficients
+    than rows with positive weight, or aliased columns (a constant column beside the
+    intercept, x2 = 2 x), are a ModelError naming the columns.  The ^ factors' priors
+    make their level effects identifiable, but nothing makes an aliased X column so."""
+    n_good = int(np.sum(design.weights > 0))
+    p = design.X.shape[1]
+    if n_good < p:
+        raise ModelError(f"{n_good} rows with positive weight cannot identify {p} coefficients")
+    if p:
+        check_full_rank(design.X, design.weights, 1e-7, design.column_names)
+
+
+@contextlib.contextmanager
+def _linalg_warnings_as_ours():
+    """Re-issue scipy's LinAlgWarning (an ill-conditioned penalised Hessian, typically at a
+    separated fit) as an ImpactGLMWarning that says what it means; every other warning
+    raised inside passes through unchanged (same category, message and origin)."""
+    from scipy.linalg import LinAlgWarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    ill = False
+    for w in caught:
+        if issubclass(w.category, LinAlgWarning):
+            ill = True
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    if ill:
+        warnings.warn("the penalised Hessian at the mode is ill-conditioned (numerically "
+                      "singular): standard errors are unreliable; usually the fixed "
+                      "predictors separate the outcomes or are nearly collinear",
+                      ImpactGLMWarning, stacklevel=user_stacklevel())
+
+
+class _no_residual_df_warning:
+    """Context of building results for a fit with no residual degrees of freedom (as many
+    coefficients as rows, e.g. ``y ~ 1`` on one row) in a family with an estimated
+    dispersion (gaussian, gamma): one ImpactGLMWarning saying that the dispersion and
+    standard errors are not defined (R prints NaN), instead of numpy's 0/0 warnings."""
+
+    def __init__(self, design: Design, p: int, family: Family):
+        self.active = int(np.sum(design.weights > 0)) <= p and not family.fixed_scale
+        self.nobs = int(np.sum(design.weights > 0))
+        self.p = p
+
+    def __enter__(self):
+        if self.active:
+            warnings.warn(f"{self.nobs} row(s) with positive weight and {self.p} coefficient(s): "
+                          "no residual degrees of freedom, so the dispersion, standard errors "
+                          "and (gaussian) log-likelihood are not defined (NaN or infinite)",
+                          ImpactGLMWarning, stacklevel=user_stacklevel())
+            self._err = np.seterr(divide="ignore", invalid="ignore", over="ignore")
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            np.seterr(**self._err)
+        return False
 
 
 def _warn_non_integer_successes(design: Design) -> None:
@@ -223,9 +334,11 @@ def fit_multinomial_design(design, prior_sd: Any = "auto", *, holdout: float | N
     :func:`impactglm.solvers.api.fit_multinomial` (tol, maxiter, verbose, ...).
     """
     C = len(design.spec.classes)
+    check_fixed_part(design)
     if holdout is None or holdout == 0:
         out = fit_multinomial(design.X, design.factors, design.y, C, design.weights, None,
                               prior_sd, **options)
+        _warn_multinomial_boundary(out, design)
         return MultinomialResults.from_fit(out, design)
     if not 0 < float(holdout) < 1:
         raise ModelError(f"holdout must be a fraction in (0, 1), not {holdout!r}")
@@ -238,5 +351,44 @@ def fit_multinomial_design(design, prior_sd: Any = "auto", *, holdout: float | N
     training = design.subset(train)
     out = fit_multinomial(training.X, training.factors, training.y, C, training.weights, None,
                           prior_sd, **options)
+    _warn_multinomial_boundary(out, training)
     holdout_metrics = score_holdout(out, design.subset(test), training)
     return MultinomialResults.from_fit(out, training, holdout_metrics=holdout_metrics)
+
+
+_BOUNDARY_EPS = 10 * np.finfo(float).eps        # R's glm.fit: "numerically 0 or 1"
+
+
+def _warn_multinomial_boundary(out, design: Design, chunk: int = 200_000) -> None:
+    """SeparationWarning when a fitted class probability of a training row (positive
+    weight) is numerically 0 or 1, as R's glm.fit for binomial fits: (quasi-)complete
+    separation, the MLE of the separating coefficients is infinite.
+
+    A probability below eps = 10 machine eps needs a spread max_c eta_c - min_c eta_c above
+    -log(eps) ~ 33.7 in that row.  The spread is bounded by sum_j |x_ij| (range_c beta_jc)
+    + sum_k range_c A_k[l_ik, c] (O(n p) work, no (n, C) array); only rows whose bound
+    exceeds the threshold get the exact softmax, in chunks."""
+    beta = np.asarray(out.beta, dtype=np.float64)
+    effects = [np.asarray(e.effect, dtype=np.float64) for e in out.effects]
+    threshold = -np.log(_BOUNDARY_EPS)
+    bound = (np.abs(design.X) @ np.ptp(beta, axis=1) if beta.size
+             else np.zeros(design.nobs))
+    for f, A in zip(design.factors, effects):
+        bound += np.ptp(A, axis=1)[f.codes]
+    rows = np.flatnonzero((bound > threshold) & (design.weights > 0))
+    k = 0
+    for lo in range(0, len(rows), chunk):
+        idx = rows[lo:lo + chunk]
+        eta = design.X[idx] @ beta if beta.size else np.zeros((len(idx), beta.shape[1]))
+        for f, A in zip(design.factors, effects):
+            eta = eta + A[f.codes[idx]]
+        eta -= eta.max(axis=1, keepdims=True)
+        with np.errstate(under="ignore"):
+            prob = np.exp(eta)
+        prob /= prob.sum(axis=1, keepdims=True)
+        k += int(np.sum(((prob < _BOUNDARY_EPS) | (prob > 1 - _BOUNDARY_EPS)).any(axis=1)))
+    if k:
+        warnings.warn(f"fitted probabilities numerically 0 or 1 occurred in {k} row(s): "
+                      "(quasi-)complete separation of the classes; estimates and standard "
+                      "errors of the separating terms are not meaningful", SeparationWarning,
+                      stacklevel=user_stacklevel())

@@ -584,3 +584,30 @@ def test_save_and_load_round_trip(ratings, tmp_path):
     assert back.holdout_metrics.logloss == res.holdout_metrics.logloss
     assert str(back.summary()) == str(res.summary())
     pd.testing.assert_frame_equal(back.confusion_matrix, res.confusion_matrix)
+
+
+def test_two_class_multinomial_equals_binomial_fit():
+    """C = 2: the softmax with symmetric effects a[l] = (-b/2, b/2) is the logistic model
+    with level effect b = a[l, 1] - a[l, 0]; a prior sd tau on each class effect is a prior
+    sd sqrt(2) tau on b, and beta[:, 1] are the logistic coefficients.  Same mode, same
+    objective, same cov_beta (the two engines through one template)."""
+    from impactglm.solvers.api import fit_high_cardinality
+
+    rng = np.random.default_rng(21)
+    n, q = 4000, (120, 35)
+    codes = [rng.integers(0, k, n).astype(np.int32) for k in q]
+    x = rng.normal(size=n)
+    X = np.column_stack([np.ones(n), x])
+    eta = -0.3 + 0.5 * x + rng.normal(0, 0.7, q[0])[codes[0]] + rng.normal(0, 0.4, q[1])[codes[1]]
+    y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(np.int32)
+    taus = [0.6, 0.35]
+    mn = fit_multinomial(X, [(c, k) for c, k in zip(codes, q)], y, 2, None, None, taus, tol=1e-10)
+    bi = fit_high_cardinality(X, [(c, k) for c, k in zip(codes, q)], y.astype(float), None, None,
+                              "binomial", [np.sqrt(2) * t for t in taus], tol=1e-10)
+    assert mn.converged and bi.converged
+    _close(mn.beta[:, 1], bi.beta, 1e-7)
+    for em, eb in zip(mn.effects, bi.effects):
+        _close(em.effect[:, 1] - em.effect[:, 0], eb.effect, 1e-7)
+        np.testing.assert_allclose(em.effect.sum(axis=1), 0, atol=1e-9)
+    assert -mn.extra["loglik"] + mn.extra["penalty"] == pytest.approx(bi.extra["objective"], rel=1e-12)
+    _close(mn.cov_beta, bi.cov_beta, 1e-6)

@@ -118,6 +118,7 @@ def test_glmnb_theta_coefficients_and_aic_match_mass(name):
     assert 2 * res.llf == pytest.approx(case["twologlik"], rel=1e-9)
     assert res.deviance == pytest.approx(case["deviance"], rel=1e-7)
     assert res.null_deviance == pytest.approx(case["null_deviance"], rel=1e-7)
+    assert f"Theta (estimated):" in res.summary().text
 
 
 def test_glmnb_theta_standard_error_matches_mass():

@@ -145,6 +145,14 @@ def test_wald_test_matches_statsmodels(use_f):
     want = theirs.wald_test((R, np.array([0.4, 0.0])), use_f=use_f, scalar=True)
     assert got.statistic == pytest.approx(float(want.statistic), rel=1e-7)
     assert got.pvalue == pytest.approx(float(want.pvalue), rel=1e-6)
+    eq = ours.wald_test("x1 = 0.4, C(k)[T.b] = C(k)[T.c]", use_f=use_f)
+    assert eq.statistic == pytest.approx(got.statistic, rel=1e-12)
+    want_eq = theirs.wald_test("x1 = 0.4, C(k)[T.b] = C(k)[T.c]", use_f=use_f, scalar=True)
+    assert eq.pvalue == pytest.approx(float(want_eq.pvalue), rel=1e-6)
+    with pytest.raises(ig.errors.ModelError, match="cannot read"):
+        ours.wald_test("__import__('os') = 1")
+    with pytest.raises(ig.errors.ModelError, match="q="):
+        ours.wald_test("x1 = 0", q=[1.0])
     by_name = ours.wald_test(["C(k)[T.b]", "C(k)[T.c]", "C(k)[T.d]"])
     assert by_name.df_num == 3 and by_name.distribution == "chi2"
     with pytest.raises(ig.errors.ModelError, match="not a coefficient"):

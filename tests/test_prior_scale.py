@@ -98,7 +98,7 @@ def test_laplace_criterion_by_hand_single_factor():
     """c(tau) = deviance + ||a||^2/tau^2 + sum_l log(1 + tau^2 W_l) at the mode."""
     from impactglm.solvers import prior_scale
     from impactglm.families import get_family
-    from impactglm.solvers.newton import solve_mode
+    from impactglm.solvers.scalar import solve_mode
     from impactglm.solvers.problem import LevelProblem
     rng = np.random.default_rng(1)
     n, q = 500, 30
@@ -159,7 +159,7 @@ def _crossed_problem(family="poisson", n=600, q=(40, 9), seed=3, with_x=True, si
 
 
 def _tight_mode(prob, taus, start=None):
-    from impactglm.solvers.newton import solve_mode
+    from impactglm.solvers.scalar import solve_mode
     from impactglm.solvers import laplace
     lam = 1.0 / np.asarray(taus) ** 2
     lam_l = prob.expand(lam)

@@ -28,6 +28,14 @@ Rules (for users: docs/design.md):
 * A ``^`` factor or a grouping factor with a single level is an error
   (:class:`~impactglm.errors.DataError`): its effect cannot be told apart from the
   intercept and its variance cannot be estimated (lme4 refuses it as well).
+* Column checks (:mod:`impactglm.design.checks`, on the kept rows): a column no term can
+  use (timedelta, complex, lists in cells, an object column mixing strings, numbers and
+  booleans) is a DataError naming it; a categorical term with one level is a DataError
+  (R: "contrasts can be applied only to factors with 2 or more levels"); a text column
+  that is numeric except for a few values, and a ``^`` factor on a continuous float
+  column, get a :class:`~impactglm.errors.DataWarning`.  Unused categories of pandas
+  categoricals are dropped (R's ``drop.unused.levels``); small and nullable integer
+  columns are widened to int64 before Patsy (``I(x8 * x8)`` does not wrap around).
 * Formulas are evaluated in a fixed namespace, never the caller's frame, so that a
   saved model rebuilds the same columns anywhere: ``np``/``numpy``, Patsy's builtins
   (``C``, ``I``, ``Q``, ``center``, ``standardize``, ``scale``, ``bs``, ``cr``, ...), and
@@ -49,7 +57,9 @@ from ..containers import Design, FactorCodes, RandomBlock
 from ..errors import ColumnNotFoundError, DataError, FormulaError
 from ..families import get_family
 from ..formula import parse_formula, ParsedFormula, patsy_rhs_text, RandomTerm
-from .levels import factorize, group_codes, single_level_error
+from .checks import (check_column_type, check_response_magnitude, check_single_level_terms,
+                     warn_float_factor, warn_numeric_text)
+from .levels import drop_unused_categories, factorize, group_codes, single_level_error
 from .offsets import split_offset_columns
 from .patsy import build_patsy, expr_names, is_function_ok, NAMESPACE, NamesUsed, patsy_factor_names, random_design
 from .response import encode_response
@@ -132,6 +142,19 @@ def _response_source(parsed: ParsedFormula, rows: KeptRows, columns: set):
     return pd.Series(M[:, 0]), None, design_info_to_dict(info)
 
 
+def _check_columns(frame: pd.DataFrame, used: Sequence[str], term_cols: Sequence[str],
+                   factor_cols: Sequence[str]) -> None:
+    """The column checks of :mod:`impactglm.design.checks` on the kept rows: unusable or
+    mixed-type columns (error), numeric text with stray values and float ^ columns
+    (warnings)."""
+    for name in used:
+        check_column_type(frame[name], name)
+    for name in unique_in_order(list(term_cols) + list(factor_cols)):
+        warn_numeric_text(frame[name], name)
+    for name in factor_cols:
+        warn_float_factor(frame[name], name)
+
+
 def _high_cardinality_factors(frame: pd.DataFrame, names: Sequence[str]) -> list[FactorCodes]:
     factors = []
     for name in names:
@@ -190,8 +213,11 @@ def build_design(formula: str | ParsedFormula, data, *, family: str = "gaussian"
                         {"weights": w_values, "offset": o_values}, na_action)
 
     # 3. fixed part (Patsy's columns), response; rows a transform made NaN are dropped
-    rows.frame = categorize(rows.frame, unique_in_order(cols.fixed + cols.random))
+    terms_cols = unique_in_order(cols.fixed + cols.random)
+    _check_columns(rows.frame, used, terms_cols, cols.high_cardinality)
+    rows.frame = categorize(drop_unused_categories(rows.frame, terms_cols), terms_cols)
     fixed_info, X = build_patsy(rhs_text, rows.frame, text, shift)
+    check_single_level_terms(fixed_info.factor_infos.items())
     col_names = tuple(fixed_info.column_names)
     y_source, resp_col, resp_design = _response_source(parsed, rows, set(frame.columns))
     ok = finite_rows(X, col_names, rows.labels, "design")
@@ -210,6 +236,7 @@ def build_design(formula: str | ParsedFormula, data, *, family: str = "gaussian"
         raise DataError(f"the weights must be non-negative; row {row_label(rows.labels, i)!r} "
                         f"has {w_values[i]:g}")
     y, info, classes = encode_response(y_source, fam, parsed.response, rows.labels, w_values)
+    check_response_magnitude(y, parsed.response, fam)
 
     # 4. ^ factors and random-effects blocks
     factors = _high_cardinality_factors(rows.frame, cols.high_cardinality)

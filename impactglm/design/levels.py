@@ -1,4 +1,10 @@
-"""TODO docstring."""
+"""Level tables of factors: codes, level values in natural order, counts.
+
+``factorize`` is the one place a column becomes (codes, levels, counts); ``level_codes``
+maps new data onto stored levels; ``group_codes`` builds lme4 grouping factors (``a:b``).
+Integer ids keep their own dtype throughout (no float round trip: uint64 ids near 2**63
+stay distinct).
+"""
 from __future__ import annotations
 
 from typing import Sequence
@@ -55,12 +61,14 @@ def factorize(values, name: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarra
         # integer ids: a counting pass over value - min, no hashing and no sort
         a = s.to_numpy()
         lo = a.min()
-        shifted = np.subtract(a, lo, dtype=np.intp)          # one pass, bincount-ready
+        shifted = (a - lo).astype(np.intp)                     # exact for uint64 too
+
         full = np.bincount(shifted)
         present = full > 0
         remap = (np.cumsum(present, dtype=np.int64) - 1).astype(np.int32)
         codes = remap[shifted]                                 # int32 straight away
-        levels = (np.flatnonzero(present) + lo).astype(a.dtype)
+        # in a's own dtype: int64 + uint64 would promote to float64 and merge ids near 2**63
+        levels = np.flatnonzero(present).astype(a.dtype) + lo
         counts = full[present]
     else:
         raw, uniques = pd.factorize(s, sort=False)
@@ -78,6 +86,26 @@ def factorize(values, name: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarra
                 and np.abs(levels).max() < 2 ** 53:
             levels = levels.astype(np.int64)      # integer ids stored as float (NaN seen)
     return codes.astype(np.int32, copy=False), levels, counts.astype(np.int64, copy=False)
+
+
+def drop_unused_categories(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``frame`` with the categories that no kept row uses removed from its categorical
+    ``columns`` (R's model.frame drops unused levels: no all-zero dummy column).  A new
+    frame when something changes; ``frame`` itself is not modified."""
+    changes = {}
+    for col in columns:
+        s = frame[col]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            codes = s.cat.codes.to_numpy()
+            used = np.bincount(codes[codes >= 0], minlength=len(s.cat.categories))
+            if not used.all():
+                changes[col] = s.cat.remove_unused_categories()
+    if not changes:
+        return frame
+    out = frame.copy(deep=False)
+    for col, values in changes.items():
+        out[col] = values
+    return out
 
 
 def group_codes(frame: pd.DataFrame, group_vars: Sequence[str]):

@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""Rows of the data a model uses: the table view, R's na.omit, finite checks.
+
+``select_rows`` is shared by fitting (:func:`impactglm.design.build.build_design`) and
+by new data (``ModelSpec.transform``), so both see the same kept rows and the same
+column types (small integers widened to 64 bits).  The caller's table is never modified.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -167,6 +172,8 @@ def select_rows(frame: pd.DataFrame, used: Sequence[str], numeric: Sequence[str]
 
     Infinite values in the ``numeric`` columns or the arrays are errors naming the row.
     """
+    if len(frame) == 0:
+        raise DataError("the data have no rows")
     _check_finite(frame, numeric)
     for what, arr in arrays.items():
         if arr is not None and np.isinf(arr).any():
@@ -180,9 +187,48 @@ def select_rows(frame: pd.DataFrame, used: Sequence[str], numeric: Sequence[str]
     else:
         rows.frame = rows.frame.reset_index(drop=True)
     if len(rows.frame) == 0:
-        raise DataError(f"no rows left after removing {rows.n_dropped} rows with missing values "
-                        f"in the columns {', '.join(map(repr, used))}")
+        raise DataError(f"no rows left after removing all {rows.n_dropped} rows, which have "
+                        f"missing values in the columns {', '.join(map(repr, used))}")
+    rows.frame = widen_small_integers(rows.frame, numeric)
     return rows
+
+
+def widen_small_integers(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``frame`` with its numeric ``columns`` as plain 64-bit numpy columns: integers
+    narrower than 64 bits as int64, so that formula arithmetic (``I(x8 * x8)``) cannot
+    wrap around as numpy's int8/int16/int32 would (level labels of ``C(x8)`` are
+    unchanged), and pandas' nullable or pyarrow-backed numbers and booleans (``Int8``,
+    ``Float64``, ``boolean``, ``int64[pyarrow]``; Patsy cannot read those dtypes) as
+    int64/float64/bool (float64 with NaN for missing values; the NA rows were dropped
+    before); float32 as float64 (transforms are computed in double precision, as R).  A new frame when something changes; ``frame`` itself is not modified."""
+    out = None
+    for col in columns:
+        s = frame[col]
+        dtype = s.dtype
+        if isinstance(dtype, pd.CategoricalDtype) or not is_numeric(s):
+            continue
+        extension = isinstance(dtype, pd.api.extensions.ExtensionDtype)
+        if pd.api.types.is_bool_dtype(dtype):
+            if not extension:
+                continue
+            values = s.to_numpy(dtype=bool, na_value=False) if not s.isna().any() \
+                else s.to_numpy(dtype=np.float64, na_value=np.nan)
+        elif pd.api.types.is_integer_dtype(dtype):
+            if not extension and dtype.itemsize >= 8:
+                continue
+            if s.isna().any():
+                values = s.to_numpy(dtype=np.float64, na_value=np.nan)
+            else:
+                values = s.to_numpy(dtype=np.uint64 if str(dtype).lower().startswith("uint64")
+                                    else np.int64)
+        elif extension or dtype.itemsize < 8:         # nullable floats, float32, float16
+            values = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            continue
+        if out is None:
+            out = frame.copy(deep=False)
+        out[col] = values
+    return frame if out is None else out
 
 
 def drop_transform_nan(rows: KeptRows, ok: np.ndarray, na_action: str) -> KeptRows:

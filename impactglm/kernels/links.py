@@ -259,7 +259,8 @@ def variance_numpy(mu: np.ndarray, family_code: int) -> np.ndarray:
 
 
 def _ylogy_numpy(y: np.ndarray, mu: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # over: 1 / (subnormal mu) in rows with y == 0, whose value np.where discards
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return np.where(y == 0.0, 0.0, y * np.log(np.where(y == 0.0, 1.0, y) / mu))
 
 

@@ -42,18 +42,18 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, optimize, sparse
+from scipy import linalg, sparse
 from scipy.linalg import blas, lapack
 
 
 from ..errors import DataError, ModelError
 from ..kernels.lmm import level_dot, level_quadratic, schur_downdate
+from .optimize import Certificate, optimize_theta, theta_pairs, theta_start, theta_to_T
 
 LOG_2PI = math.log(2.0 * math.pi)
 MAX_DENSE_SCHUR = 20_000        # order of the dense Schur complement we are willing to factor
@@ -121,29 +121,6 @@ def as_blocks(blocks: Sequence[Any], n: int) -> list[REBlock]:
         out.append(REBlock(codes.astype(np.int64), b.n_levels, np.ascontiguousarray(Z, dtype=float),
                            b.name, names))
     return out
-
-
-def theta_pairs(r: int) -> list[tuple[int, int]]:
-    """(row, col) of the lower triangle of an r x r matrix, column by column (lme4's order)."""
-    return [(i, j) for j in range(r) for i in range(j, r)]
-
-
-def theta_to_T(theta_k: np.ndarray, r: int) -> np.ndarray:
-    """The lower-triangular relative covariance factor T_k of one block."""
-    T = np.zeros((r, r))
-    for value, (i, j) in zip(theta_k, theta_pairs(r)):
-        T[i, j] = value
-    return T
-
-
-def theta_lower_bounds(blocks: Sequence[REBlock]) -> np.ndarray:
-    """0 for the diagonal elements of each T_k, -inf for the off-diagonal ones."""
-    return np.array([0.0 if i == j else -np.inf for b in blocks for (i, j) in theta_pairs(b.r)])
-
-
-def theta_start(blocks: Sequence[REBlock]) -> np.ndarray:
-    """lme4's default start: T_k = I."""
-    return np.array([1.0 if i == j else 0.0 for b in blocks for (i, j) in theta_pairs(b.r)])
 
 
 # --------------------------------------------------------------------------- sufficient statistics
@@ -684,6 +661,7 @@ class LMMFit:
     problem: LMMProblem = field(repr=False, compare=False)
     factorization: Factorization = field(repr=False, compare=False)
     message: str = ""
+    certificate: Certificate | None = field(default=None, repr=False, compare=False)
 
     @property
     def re_cov(self) -> tuple:
@@ -695,197 +673,17 @@ class LMMFit:
         """Per block: the standard deviations of the random effects (sigma x row norms of T_k)."""
         return tuple(np.sqrt(np.diag(c)) for c in self.re_cov)
 
-    def conditional_sd(self, k: int) -> np.ndarray:
-        """(q_k, r_k) conditional SDs of the random effects of block k (lme4's condVar)."""
+    def conditional_cov(self, k: int) -> np.ndarray:
+        """(q_k, r_k, r_k) conditional covariances Var(b_l | y) of block k's levels (lme4's
+        condVar / postVar): sigma^2 T_k [(L_ZZ L_ZZ')^-1]_ll T_k', beta held at beta-hat."""
         cu = self.problem.conditional_cov_u(self.factorization, k)
         T = self.T[k]
-        cb = np.matmul(T, np.matmul(cu, T.T))
-        return self.sigma * np.sqrt(np.maximum(np.diagonal(cb, axis1=1, axis2=2), 0.0))
+        return self.sigma ** 2 * np.matmul(T, np.matmul(cu, T.T))
 
-
-def optimize_theta(problem: LMMProblem, reml: bool = True, start: np.ndarray | None = None,
-                   method: str = "auto", tol: float = 1e-13, maxiter: int = 2000,
-                   verbose: bool = False):
-    """Minimise the profiled criterion over theta subject to diag(T_k) >= 0.
-
-    ``method="auto"``: L-BFGS-B with central finite-difference gradients (the
-    criterion is smooth inside the bounds), polished by a bounded Nelder-Mead /
-    Powell pass when it stops on a boundary.  Returns (theta, value, n_evals,
-    log DataFrame, converged, message).
-    """
-    lower = theta_lower_bounds(problem.blocks)
-    if start is None:
-        x0 = problem.moment_start() if method in ("auto", "gradient") else theta_start(problem.blocks)
-    elif isinstance(start, str) and start == "lme4":
-        x0 = theta_start(problem.blocks)
-    else:
-        x0 = np.asarray(start, dtype=float).copy()
-    x0 = np.maximum(x0, lower)
-    rows = []
-    t0 = time.perf_counter()
-
-    def f(x):
-        x = np.maximum(x, lower)
-        val = problem.criterion(x, reml)
-        rows.append((len(rows) + 1, time.perf_counter() - t0, val, *x))
-        if verbose:
-            print(f"{len(rows):4d} {val: .10f} {np.array2string(x, precision=6)}")
-        return val if np.isfinite(val) else 1e300
-
-    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    if method in ("auto", "newton"):
-        def fg_newton(x):
-            val, grad = problem.criterion_and_gradient(x, reml)
-            rows.append((len(rows) + 1, time.perf_counter() - t0, val, *x))
-            if verbose:
-                print(f"{len(rows):4d} {val: .10f} {np.array2string(x, precision=6)}")
-            return val, grad
-        try:
-            xq, fq, ok, msg, _ = quasi_newton(fg_newton, x0, lower, maxiter=min(maxiter, 200),
-                                              rtol=tol)
-        except np.linalg.LinAlgError as e:
-            xq, fq, ok, msg = x0, math.nan, False, str(e)
-        res = optimize.OptimizeResult(x=xq, fun=fq, success=ok, message=msg)
-        if not ok and method == "auto":            # fall back on L-BFGS-B from where we are
-            method, x0 = "gradient", xq
-    if method == "gradient":
-        def fg(x):
-            x = np.maximum(x, lower)
-            val, grad = problem.criterion_and_gradient(x, reml)
-            rows.append((len(rows) + 1, time.perf_counter() - t0, val, *x))
-            if verbose:
-                print(f"{len(rows):4d} {val: .10f} {np.array2string(x, precision=6)}")
-            if not np.isfinite(val):
-                return 1e300, np.zeros_like(x)
-            return val, grad
-        last = {}
-
-        def fg_kept(x):
-            val, grad = fg(x)
-            if val < last.get("val", np.inf):
-                last.update(val=val, grad=grad, x=np.maximum(x, lower))
-            return val, grad
-
-        res = optimize.minimize(fg_kept, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                                options={"maxiter": maxiter, "ftol": tol, "gtol": 1e-5,
-                                         "maxcor": 20})
-        if not res.success and "grad" in last:
-            # the line search failed at the rounding level of the criterion: accept when
-            # the projected gradient is small on the criterion's own scale
-            pg = np.where((last["x"] <= lower) & (last["grad"] > 0), 0.0, last["grad"])
-            if np.max(np.abs(pg)) <= 1e-6 * max(1.0, abs(last["val"])):
-                res.success = True
-                res.message = f"{res.message} (accepted: projected gradient {np.max(np.abs(pg)):.2g})"
-    if method == "cobyqa":
-        res = optimize.minimize(f, x0, method="cobyqa", bounds=optimize.Bounds(lower, np.inf),
-                                options={"maxfev": maxiter, "initial_tr_radius": 0.5,
-                                         "final_tr_radius": 1e-7})
-    elif method == "L-BFGS-B":
-        res = _lbfgsb_fd(f, x0, lower, bounds, tol, maxiter)
-    elif method not in ("auto", "newton", "gradient"):
-        res = optimize.minimize(f, x0, method=method, bounds=bounds,
-                                options={"maxiter": maxiter, "xatol": 1e-9, "fatol": 1e-12}
-                                if method == "Nelder-Mead" else {"maxiter": maxiter})
-    x = np.maximum(res.x, lower)
-    value = float(res.fun) if "fun" in res else math.nan
-    names = ["eval", "seconds", "criterion"] + [f"theta[{j}]" for j in range(x.size)]
-    log = pd.DataFrame(rows, columns=names)
-    return x, value, len(rows), log, bool(res.success), str(res.message)
-
-
-def quasi_newton(fg, x0: np.ndarray, lower: np.ndarray, maxiter: int = 200,
-                 rtol: float = 1e-13):
-    """Bound-constrained quasi-Newton minimisation with an analytic gradient.
-
-    The initial Hessian comes from forward differences of the gradient (one extra
-    gradient per parameter, symmetrised and made positive definite), then BFGS
-    updates.  Each step is a Newton step on the free variables (a variable on its
-    lower bound with a positive gradient is held there), projected onto the bounds,
-    with backtracking (Armijo).  Stops when the Newton decrement g'H^-1 g / 2 is
-    below ``rtol * max(1, |f|)``: at the optimum of this smooth criterion this is
-    reached in a handful of steps, beyond the rounding level of f itself.
-    Returns (x, f, converged, message, n_iter).
-    """
-    x = np.maximum(np.asarray(x0, dtype=float), lower)
-    k = x.size
-    f, g = fg(x)
-    if not np.isfinite(f):
-        return x, f, False, "non-finite criterion at the start", 0
-    H = np.empty((k, k))
-    for j in range(k):
-        h = 1e-4 * max(abs(x[j]), 0.1)
-        e = np.zeros(k)
-        e[j] = h
-        fj, gj = fg(x + e)
-        H[:, j] = (gj - g) / h if np.isfinite(fj) else np.nan
-    H = 0.5 * (H + H.T)
-    H = _make_pd(H)
-    scale = max(1.0, abs(f))
-    radius = max(1.0, float(np.max(np.abs(x))))
-    for it in range(1, maxiter + 1):
-        free = ~((x <= lower) & (g > 0))
-        step = np.zeros(k)
-        if free.any():
-            Hf = H[np.ix_(free, free)]
-            step[free] = -np.linalg.solve(Hf, g[free])
-        decrement = -0.5 * g @ step
-        if decrement <= rtol * scale:
-            return x, f, True, f"Newton decrement {decrement:.2g} <= {rtol:g} x max(1, |f|)", it
-        longest = np.max(np.abs(step))
-        if longest > radius:                      # trust radius on the largest change
-            step *= radius / longest
-        alpha, accepted = 1.0, False
-        for _ in range(40):
-            x_new = np.maximum(x + alpha * step, lower)
-            f_new, g_new = fg(x_new)
-            if np.isfinite(f_new) and f_new <= f + 1e-4 * (g @ (x_new - x)) + 1e-14 * scale:
-                accepted = True
-                break
-            alpha *= 0.5
-        if not accepted:
-            return x, f, False, "line search failed", it
-        s_, y_ = x_new - x, g_new - g
-        moved = np.max(np.abs(s_))
-        radius = max(radius, 2.0 * moved) if alpha == 1.0 else max(moved, 1e-8)
-        x, f, g = x_new, f_new, g_new
-        sy = s_ @ y_
-        if sy > 1e-12 * np.linalg.norm(s_) * np.linalg.norm(y_):
-            Hs = H @ s_
-            H = H - np.outer(Hs, Hs) / (s_ @ Hs) + np.outer(y_, y_) / sy
-        if np.max(np.abs(s_)) < 1e-12:
-            return x, f, True, "step below 1e-12", it
-    return x, f, False, "iteration limit reached", maxiter
-
-
-def _make_pd(H: np.ndarray) -> np.ndarray:
-    """H, or H + c I, positive definite (c from its smallest eigenvalue)."""
-    if not np.all(np.isfinite(H)):
-        return np.eye(H.shape[0])
-    w = np.linalg.eigvalsh(H)
-    if w[0] > 1e-8 * max(1.0, w[-1]):
-        return H
-    return H + (abs(w[0]) + 1e-6 * max(1.0, abs(w[-1]))) * np.eye(H.shape[0])
-
-
-def _lbfgsb_fd(f, x0, lower, bounds, tol, maxiter):
-    """L-BFGS-B with a finite-difference gradient that respects the lower bounds."""
-    h = 1e-6
-
-    def fg(x):
-        fx = f(x)
-        g = np.empty_like(x)
-        for j in range(x.size):
-            e = np.zeros_like(x)
-            step = h * max(1.0, abs(x[j]))
-            e[j] = step
-            if x[j] - step >= lower[j]:
-                g[j] = (f(x + e) - f(x - e)) / (2 * step)
-            else:                                     # one-sided at the boundary
-                g[j] = (-3 * fx + 4 * f(x + e) - f(x + 2 * e)) / (2 * step)
-        return fx, g
-
-    return optimize.minimize(fg, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                             options={"maxiter": maxiter, "ftol": tol, "gtol": 1e-6})
+    def conditional_sd(self, k: int) -> np.ndarray:
+        """(q_k, r_k) conditional SDs of the random effects of block k (sqrt of condVar's diagonal)."""
+        cb = self.conditional_cov(k)
+        return np.sqrt(np.maximum(np.diagonal(cb, axis1=1, axis2=2), 0.0))
 
 
 SMALL_DENSE = 4096    # dense factorisations up to this order run on one BLAS thread
@@ -946,7 +744,7 @@ def fit_lmm_arrays(X: np.ndarray, y: np.ndarray, blocks: Sequence[Any],
         y = np.asarray(y, dtype=float) - np.asarray(offset, dtype=float)
     prob = problem if problem is not None else LMMProblem(X, y, blocks, weights)
     with blas_threads(prob.N):
-        theta, value, n_evals, log, converged, message = optimize_theta(
+        theta, value, n_evals, log, converged, message, cert = optimize_theta(
             prob, reml, start, method, tol, maxiter, verbose)
         prob._work = None                      # release the scratch array
         f = prob.factor(theta)
@@ -961,4 +759,4 @@ def fit_lmm_arrays(X: np.ndarray, y: np.ndarray, blocks: Sequence[Any],
     b = tuple(uk @ Tk.T for uk, Tk in zip(u, f.T))
     return LMMFit(theta, beta, cov_beta, sigma, prob.criterion_from(f, reml), reml, b, tuple(u),
                   tuple(f.T), f.pwrss, f.ldL2, f.ldRX2, prob.n, prob.p, converged, n_evals, log,
-                  prob, f, message)
+                  prob, f, message, cert)

@@ -17,6 +17,7 @@ their grouping factor (this fixes the order of theta).
 """
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -26,7 +27,7 @@ import numpy as np
 from ..containers import Design
 from ..design.build import build_design
 from ..errors import ConvergenceWarning, ImpactGLMWarning, ModelError, SingularFitWarning
-from ..formula import parse_formula, ParsedFormula
+from ..formula import parse_formula, ParsedFormula, special_spans
 from ..solvers.linalg import aliased_columns
 from .core import blas_threads, fit_lmm_arrays, LMMFit, LMMProblem, profiled_criterion, REBlock, theta_pairs
 from .results import LMMResults
@@ -80,13 +81,20 @@ class LMM:
         # lme4 orders the terms by decreasing number of levels (stable)
         order = sorted(range(len(design.random)), key=lambda k: -design.random[k].n_levels)
         self.block_order = tuple(order)
-        self.blocks = []
+        self.nested = _nested_groups(parsed)
+        self.blocks, self.levels, self._level_maps = [], [], []
         for k in order:
             rb = design.random[k]
-            codes = rb.codes[rows]
-            self.blocks.append(REBlock(codes.astype(np.int64), rb.n_levels, rb.Z[rows], rb.group,
-                                       tuple(rb.term_names)))
-        self.levels = [design.random[k].levels for k in order]
+            gv = tuple(design.spec.random_terms[k]["group_vars"])
+            name, levels, new_code = rb.group, rb.levels, None
+            if gv in self.nested:               # lme4 names (1|a/b)'s inner factor b:a
+                name, levels, new_code = ":".join(reversed(gv)), *_reverse_labels(rb.levels, len(gv))
+            codes = rb.codes[rows].astype(np.int64)
+            if new_code is not None:
+                codes = new_code[codes]
+            self.blocks.append(REBlock(codes, rb.n_levels, rb.Z[rows], name, tuple(rb.term_names)))
+            self.levels.append(levels)
+            self._level_maps.append(new_code)
         self._check_sizes(n)
         self._problem: LMMProblem | None = None
 
@@ -107,6 +115,44 @@ class LMM:
                                  f"{b.n_effects} random effects for {n} observations: the "
                                  "random-effects parameters and the residual variance are not "
                                  "identifiable")
+
+    def level_map(self, pos: int, codes: np.ndarray) -> np.ndarray:
+        """Codes of the design's level order -> the model's (lme4's) order; -1 stays -1."""
+        m = self._level_maps[pos]
+        if m is None:
+            return codes
+        return np.where(codes >= 0, m[np.maximum(codes, 0)], -1)
+
+    def random_selection(self, re_form: Any) -> frozenset:
+        """Positions of the random-effects blocks lme4's ``re.form`` selects (see predict)."""
+        everything = frozenset(range(len(self.blocks)))
+        if re_form is None or re_form is True:
+            return everything
+        if re_form is False or (isinstance(re_form, float) and math.isnan(re_form)):
+            return frozenset()
+        if not isinstance(re_form, str):
+            raise ModelError(f"re_form must be None, 'NA' or a formula such as '~ (1 | g)', "
+                             f"not {type(re_form).__name__}")
+        text = "".join(re_form.split())
+        if text.upper() in ("NA", "~0", "0", "~-1", "~1", ""):
+            return frozenset()
+        parsed = parse_formula("y " + text if text.startswith("~") else "y ~ " + text)
+        parsed = parsed.random_as_high_cardinality()
+        terms = [(tuple(self.design.spec.random_terms[k]["group_vars"]),
+                  _expr_key(self.design.spec.random_terms[k]["expr"])) for k in self.block_order]
+        chosen = set()
+        for term in parsed.random:
+            gvs = {term.group_vars, tuple(reversed(term.group_vars))}
+            match = [pos for pos, (gv, key) in enumerate(terms)
+                     if key == _expr_key(term.expr)
+                     and (gv == term.group_vars or (gv in self.nested and gv in gvs))]
+            if not match:
+                have = ", ".join(sorted({f"({' + '.join(b.term_names)} | {b.name})"
+                                         for b in self.blocks}))
+                raise ModelError(f"re_form {re_form!r}: the term {term} is not a random-effects "
+                                 f"term of the model (its terms: {have})")
+            chosen.update(match)
+        return frozenset(chosen)
 
     @property
     def nobs(self) -> int:
@@ -156,6 +202,49 @@ class LMM:
                           f"{', '.join(singular)} are estimated as (nearly) zero",
                           SingularFitWarning, stacklevel=2)
         return LMMResults(self, fit, tuple(singular))
+
+
+def _nested_groups(parsed: ParsedFormula) -> set:
+    """group_vars of the inner factors of lme4 nesting ``(x | a/b)`` (lme4 names them b:a)."""
+    _, spans = special_spans(parsed.text)
+    out = set()
+    for start, stop in spans:
+        body = parsed.text[start:stop].strip().lstrip("+-").strip()
+        if body.startswith("(") and "/" in body.rsplit("|", 1)[-1]:
+            sub = parse_formula("y ~ " + body)
+            out.update(t.group_vars for t in sub.random if len(t.group_vars) > 1)
+    return out
+
+
+def _reverse_labels(levels: np.ndarray, parts: int):
+    """Labels ``a:b`` -> ``b:a`` sorted as R sorts the factor b:a (b's levels, then a's).
+
+    Returns (new labels, map old code -> new code).  Labels whose values contain ':'
+    themselves keep their order and name.
+    """
+    split = [str(v).split(":") for v in levels]
+    if any(len(s) != parts for s in split):
+        return levels, None
+    keys = []
+    for c in range(parts):
+        vals = [s[c] for s in split]
+        try:
+            keys.append(np.array([float(v) for v in vals]))
+        except ValueError:
+            keys.append(np.array(vals, dtype=object))
+    ranks = [np.unique(k, return_inverse=True)[1] for k in keys]
+    order = np.lexsort(ranks)              # the last component is the primary key
+    new_code = np.empty(len(levels), dtype=np.int64)
+    new_code[order] = np.arange(len(levels))
+    labels = np.array([":".join(reversed(split[i])) for i in order], dtype=object)
+    return labels, new_code
+
+
+def _expr_key(expr: str):
+    """A random term's expression up to spacing, order and the implicit intercept."""
+    terms = {t for t in "".join(expr.split()).split("+") if t}
+    intercept = not ({"0", "-1"} & terms)
+    return intercept, frozenset(terms - {"0", "-1", "1"})
 
 
 def _singular(model: LMM, fit: LMMFit) -> list[str]:

@@ -182,21 +182,21 @@ class LMMResults:
     def groups(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(b.name for b in self.model.blocks))
 
-    def ranef(self, group: str | None = None, condsd: bool = True):
+    def ranef(self, group: str | None = None, condsd: bool = True, condvar: bool = False):
         """Conditional modes by level: DataFrame with a column per term and ``condsd(term)``.
 
-        ``group=None`` gives a dict {group: DataFrame}.  Terms of one grouping factor that
-        come from separate blocks ((1|g) + (0+x|g), or (x||g)) share one DataFrame.
+        ``condvar=True`` adds lme4's ``condVar`` as columns: ``condvar(t)`` = Var(b_t | y)
+        and ``condcov(t1,t2)`` = Cov(b_t1, b_t2 | y) for the terms of one block (all of
+        :meth:`ranef_condvar` in plain columns).  ``group=None`` gives a dict {group:
+        DataFrame}.  Terms of one grouping factor that come from separate blocks
+        ((1|g) + (0+x|g), or (x||g)) share one DataFrame.
         """
         if group is None:
-            return {g: self.ranef(g, condsd) for g in self.groups}
-        key = ("ranef", group, condsd)
+            return {g: self.ranef(g, condsd, condvar) for g in self.groups}
+        key = ("ranef", group, condsd, condvar)
         if key in self._cache:
             return self._cache[key].copy()
-        ks = [k for k, b in enumerate(self.model.blocks) if b.name == group]
-        if not ks:
-            raise ImpactGLMError(f"no random-effects term has the grouping factor {group!r}; "
-                                 f"the groups are {', '.join(map(repr, self.groups))}")
+        ks = self._blocks_of(group)
         index = pd.Index(self.model.levels[ks[0]], name=group)
         cols: dict[str, Any] = {}
         for k in ks:
@@ -209,9 +209,35 @@ class LMMResults:
                 sds = self.fit.conditional_sd(k)
                 for j, term in enumerate(b.term_names):
                     cols[f"condsd({term})"] = sds[:, j]
+        if condvar:
+            for k in ks:
+                b = self.model.blocks[k]
+                cv = self.fit.conditional_cov(k)
+                for j, term in enumerate(b.term_names):
+                    cols[f"condvar({term})"] = cv[:, j, j]
+                for j in range(b.r):
+                    for i in range(j + 1, b.r):
+                        cols[f"condcov({b.term_names[j]},{b.term_names[i]})"] = cv[:, i, j]
         frame = pd.DataFrame(cols, index=index)
         self._cache[key] = frame
         return frame.copy()
+
+    def ranef_condvar(self, group: str) -> dict:
+        """lme4's ``attr(ranef(fit, condVar = TRUE)[[group]], "postVar")`` per term block.
+
+        Returns {terms (tuple): array (n_levels, r, r)} with Var(b_level | y) =
+        sigma^2 T [(L_ZZ L_ZZ')^-1]_level T' (beta held at its estimate, as lme4),
+        one entry per random-effects term of ``group`` (levels in ``ranef``'s order).
+        """
+        return {self.model.blocks[k].term_names: self.fit.conditional_cov(k)
+                for k in self._blocks_of(group)}
+
+    def _blocks_of(self, group: str) -> list[int]:
+        ks = [k for k, b in enumerate(self.model.blocks) if b.name == group]
+        if not ks:
+            raise ImpactGLMError(f"no random-effects term has the grouping factor {group!r}; "
+                                 f"the groups are {', '.join(map(repr, self.groups))}")
+        return ks
 
     # ------------------------------------------------------------------ fitted values
     def _linear_parts(self):
@@ -241,32 +267,47 @@ class LMMResults:
         fixed, rand = self._linear_parts()
         return pd.Series(self.model.y - fixed - rand, index=self._row_index(), name="resid")
 
-    def predict(self, newdata=None, include_random: bool = True) -> pd.Series:
-        """Predictions X beta (+ Z b) on new data; levels the fit never saw get b = 0.
+    def predict(self, newdata=None, re_form: Any = None, include_random: bool = True) -> pd.Series:
+        """Predictions X beta + sum over the chosen random terms of Z_k b_k (lme4's predict).
 
-        Rows of ``newdata`` with missing values are dropped (the index says which
-        remain); unseen levels are counted in an :class:`UnseenLevelWarning`.
+        ``re_form`` is lme4's ``re.form``: None (all random terms), ``"NA"`` / ``"~0"`` /
+        ``NaN`` / False (none: X beta), or a formula naming a subset of the model's random
+        terms, e.g. ``"~ (1 | Subject)"`` (a term is matched by grouping factor and
+        terms; ``(x || g)`` counts as one term).  ``include_random=False`` is ``re_form="NA"``.
+        Levels the fit never saw get b = 0: their rows are counted per grouping factor in
+        an :class:`UnseenLevelWarning` and in :attr:`last_unseen`.  Rows of ``newdata``
+        with missing values are dropped (the index says which remain).
         """
+        chosen = self.model.random_selection(re_form) if include_random else frozenset()
         if newdata is None:
-            return self.fittedvalues if include_random else pd.Series(
-                self._linear_parts()[0], index=self._row_index(), name="fitted")
+            eta = self.model.X @ self.fit.beta
+            for pos in chosen:
+                b = self.model.blocks[pos]
+                eta = eta + np.einsum("ij,ij->i", b.Z, self.fit.b[pos][b.codes])
+            self._cache["unseen"] = {}
+            return pd.Series(eta, index=self._row_index(), name="fitted")
         nd = self.model.design.spec.transform(newdata)
         eta = nd.X[:, self.model.kept_columns] @ self.fit.beta
-        if include_random:
-            unseen = {}
-            for pos, k in enumerate(self.model.block_order):
-                codes, Z = nd.random[k]
-                seen = codes >= 0
-                bk = self.fit.b[pos]
-                eta[seen] += np.einsum("ij,ij->i", Z[seen], bk[codes[seen]])
-                name = self.model.blocks[pos].name
-                unseen[name] = max(unseen.get(name, 0), int((~seen).sum()))
-            unseen = {g: c for g, c in unseen.items() if c}
-            if unseen:
-                what = ", ".join(f"{g}: {c} rows" for g, c in unseen.items())
-                warnings.warn(f"new levels of grouping factors get random effect 0 ({what})",
-                              UnseenLevelWarning, stacklevel=2)
+        unseen: dict[str, int] = {}
+        for pos in sorted(chosen):
+            codes, Z = nd.random[self.model.block_order[pos]]
+            codes = self.model.level_map(pos, codes)
+            seen = codes >= 0
+            eta[seen] += np.einsum("ij,ij->i", Z[seen], self.fit.b[pos][codes[seen]])
+            name = self.model.blocks[pos].name
+            unseen[name] = max(unseen.get(name, 0), int((~seen).sum()))
+        unseen = {g: c for g, c in unseen.items() if c}
+        self._cache["unseen"] = unseen
+        if unseen:
+            what = ", ".join(f"{g}: {c} rows" for g, c in unseen.items())
+            warnings.warn(f"new levels of grouping factors get random effect 0 ({what})",
+                          UnseenLevelWarning, stacklevel=2)
         return pd.Series(eta, index=pd.Index(nd.row_labels), name="predicted")
+
+    @property
+    def last_unseen(self) -> dict[str, int]:
+        """Rows with a level unseen at fit time, per grouping factor, in the last predict()."""
+        return dict(self._cache.get("unseen", {}))
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> str:

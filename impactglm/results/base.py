@@ -26,6 +26,38 @@ def frozen_array(a) -> np.ndarray:
 
 
 
+class LazyMap(Mapping):
+    """A read-only mapping: the ``eager`` entries plus those of ``compute()``, which runs once,
+    on the first access of a key not in ``eager`` (or of the whole mapping).
+
+    The results classes keep statistics and training arrays that cost passes over the
+    rows (deviance, log-likelihood, fitted values) in one, so a fit does not pay for
+    what nobody reads; the values are those an eager computation gives.
+    """
+
+    def __init__(self, eager: Mapping, compute=None):
+        self._d = dict(eager)
+        self._compute = compute
+
+    def _fill(self) -> None:
+        if self._compute is not None:
+            compute, self._compute = self._compute, None
+            self._d.update(compute())
+
+    def __getitem__(self, key):
+        if key not in self._d:
+            self._fill()
+        return self._d[key]
+
+    def __iter__(self):
+        self._fill()
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        self._fill()
+        return len(self._d)
+
+
 def stat_property(name: str) -> property:
     """A read-only property returning ``self._stats[name]`` (the results' scalar statistics)."""
     return property(lambda self: self._stats[name], doc=f"{name} (see module docstring)")
@@ -70,7 +102,10 @@ def frozen_effects(e: FactorEffects) -> FactorEffects:
     """A copy of e whose arrays are read-only."""
     arrays = {}
     for key in ("levels", "counts", "effect", "se"):
-        a = np.array(getattr(e, key), copy=True)
+        v = getattr(e, key)
+        if v is None:                       # se left to first use
+            continue
+        a = np.array(v, copy=True)
         a.flags.writeable = False
         arrays[key] = a
     return dataclasses.replace(e, **arrays)
@@ -87,13 +122,30 @@ class FactorAccess:
     (``self._last_unseen``)."""
 
     @property
+    def _effects(self) -> tuple[FactorEffects, ...]:
+        """The effects with their posterior se (computed on first access when the fit left
+        them to first use: ``self.__dict__["_pending_se"]``, a callable giving the se arrays)."""
+        d = self.__dict__
+        pending = d.get("_pending_se")
+        if pending is not None:
+            d["_effects_"] = tuple(frozen_effects(dataclasses.replace(e, se=se))
+                                   for e, se in zip(d["_effects_"], pending()))
+            d["_pending_se"] = None
+        return d["_effects_"]
+
+    @property
+    def _point_effects(self) -> tuple[FactorEffects, ...]:
+        """The effects for prediction (their se may still be pending)."""
+        return self.__dict__["_effects_"]
+
+    @property
     def factor_effects(self) -> tuple[FactorEffects, ...]:
         return self._effects
 
     @property
     def prior_sd(self) -> dict[str, float | None]:
         """Prior sd tau of each ^ factor (given or estimated)."""
-        return {e.name: e.tau for e in self._effects}
+        return {e.name: e.tau for e in self._point_effects}
 
     @property
     def last_unseen(self) -> dict[str, int]:

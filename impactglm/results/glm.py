@@ -30,7 +30,8 @@ from scipy import stats
 from ..containers import FactorEffects, FitOutput
 from ..errors import ModelError
 from ..families import Family, get_family
-from .base import FactorAccess, CERTIFICATE_KEYS, format_number, frozen_array, frozen_effects, ScalarStats, stat_property, Summary
+from .base import (FactorAccess, CERTIFICATE_KEYS, format_number, frozen_array, frozen_effects, LazyMap,
+                   ScalarStats, stat_property, Summary)
 from ..design.spec import ModelSpec
 from ..plots import plot_calibration, plot_convergence, plot_effects
 from ..solvers.irls import null_deviance
@@ -50,25 +51,51 @@ class GLMResults(ScalarStats, FactorAccess):
     def __init__(self, *, params: np.ndarray, cov: np.ndarray, column_names, family: Family,
                  spec, stats: Mapping[str, Any], effects: tuple[FactorEffects, ...] = (),
                  log: pd.DataFrame | None = None, extra: Mapping[str, Any] | None = None,
-                 training: Mapping[str, np.ndarray] | None = None):
+                 training: Mapping[str, np.ndarray] | None = None, posterior=None):
+        """``posterior``: for fits that leave it to first use, a callable returning
+        (cov_beta, [se of each factor's levels]); ``cov`` and the effects' se are then None.
+        ``stats`` and ``training`` may be :class:`~impactglm.results.base.LazyMap`."""
         d = self.__dict__
         d["_params"] = frozen_array(params)
-        d["_cov"] = frozen_array(cov)
         d["_names"] = tuple(column_names)
         d["_family"] = get_family(family)
         d["_spec"] = spec
-        d["_stats"] = dict(stats)
-        d["_effects"] = tuple(frozen_effects(e) for e in effects)
+        d["_stats"] = stats if isinstance(stats, LazyMap) else dict(stats)
+        d["_effects_"] = tuple(frozen_effects(e) for e in effects)
+        if posterior is None:
+            d["_cov_"] = frozen_array(cov)
+            d["_pending_se"] = None
+        else:
+            once = _Once(posterior)
+            d["_cov_"] = None
+            d["_pending_cov"] = once
+            d["_pending_se"] = lambda: once()[1]
         d["_log"] = log.copy() if log is not None else pd.DataFrame()
         d["_extra"] = {k: (v.item() if isinstance(v, np.generic) else v)
                        for k, v in (extra or {}).items()
                        if isinstance(v, (int, float, str, bool, np.generic)) or v is None}
-        d["_training"] = None if training is None else {
-            k: (v if k == "row_labels" else frozen_array(v)) for k, v in training.items()}
+        if training is None or isinstance(training, LazyMap):
+            d["_training"] = training
+        else:
+            d["_training"] = {k: (v if k == "row_labels" else frozen_array(v))
+                              for k, v in training.items()}
         d["_last_unseen"] = {}
 
     def __setattr__(self, name, value):
         raise AttributeError(f"GLMResults is immutable (cannot set {name!r})")
+
+    def __getstate__(self) -> dict:
+        """Pickle with every lazy part computed (plain arrays and dicts, no closures)."""
+        d = dict(self.__dict__)
+        d["_cov_"], d["_pending_cov"] = self._cov, None
+        d["_effects_"], d["_pending_se"] = self._effects, None
+        d["_stats"] = dict(self._stats)
+        if self._training is not None:
+            d["_training"] = dict(self._training)
+        return d
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
 
     def __delattr__(self, name):
         raise AttributeError(f"GLMResults is immutable (cannot delete {name!r})")
@@ -83,7 +110,7 @@ class GLMResults(ScalarStats, FactorAccess):
         summary header."""
         family = get_family(family)
         y, w, off = design.y, design.weights, design.offset
-        mu, eta = np.asarray(fit.mu, float), np.asarray(fit.eta, float)
+        lazy = fit.extra.get("lazy")
         p = len(fit.beta)
         pos = w > 0
         nobs = int(pos.sum())
@@ -92,19 +119,10 @@ class GLMResults(ScalarStats, FactorAccess):
         intercept = "Intercept" in design.column_names
         freq = fit.extra.get("freq_weights")           # replicated rows (freq_weights=)
         w_var = w if freq is None else np.where(freq > 0, w / np.where(freq > 0, freq, 1), 0.0)
-        llf = family.loglik(y, mu, w_var, scale=fit.scale if family.llf_at_fit_scale else None,
-                            freq=freq)
         n_bic = len(y) if freq is None else float(np.sum(freq))
         extra_par = family.n_extra_params
         st = {
-            "deviance": family.deviance(y, mu, w),
-            "null_deviance": null_deviance(y, w, off, family, intercept),
-            "pearson_chi2": _pearson_chi2(family, y[pos], mu[pos], w[pos]),
             "scale": float(fit.scale),
-            "llf": llf,
-            "aic": -2 * llf + 2 * (k + extra_par),
-            # R's BIC takes n from logLik.glm, which counts zero-weight rows too
-            "bic": -2 * llf + np.log(n_bic) * (k + extra_par),
             "nobs": nobs,
             "df_model": k - (1 if intercept else 0),
             "df_resid": float(fit.extra.get("df_resid", nobs - k)),
@@ -116,13 +134,55 @@ class GLMResults(ScalarStats, FactorAccess):
         }
         if prior_method is not None:
             st["prior_method"] = prior_method
-        training = {"y": y, "mu": mu, "eta": eta, "weights": w, "offset": off,
-                    "row_labels": np.asarray(design.row_labels)}
+        labels = np.asarray(design.row_labels)
+        if lazy is None:
+            mu, eta = np.asarray(fit.mu, float), np.asarray(fit.eta, float)
+            fitted = lambda: (eta, mu)          # noqa: E731
+        else:
+            fitted = lazy.fitted
+
+        def training_arrays():
+            eta, mu = fitted()
+            return {"mu": _read_only(mu), "eta": _read_only(eta)}
+
+        eager = {"y": _read_only(y), "weights": _read_only(w), "offset": _read_only(off),
+                 "row_labels": labels}
         if not fit.effects:           # get_prediction() on the training rows
-            training["X"] = design.X
+            eager["X"] = design.X
+        training = LazyMap(eager, training_arrays)
+
+        def fit_statistics():                   # passes over the rows: on first use
+            mu = training["mu"]
+            llf = family.loglik(y, mu, w_var, scale=fit.scale if family.llf_at_fit_scale else None,
+                                freq=freq)
+            return {"deviance": family.deviance(y, mu, w),
+                    "null_deviance": null_deviance(y, w, off, family, intercept),
+                    "pearson_chi2": _pearson_chi2(family, y[pos], mu[pos], w[pos]),
+                    "llf": llf,
+                    "aic": -2 * llf + 2 * (k + extra_par),
+                    # R's BIC takes n from logLik.glm, which counts zero-weight rows too
+                    "bic": -2 * llf + np.log(n_bic) * (k + extra_par)}
+
+        posterior = None
+        if lazy is not None:
+            sizes = [len(e.effect) for e in fit.effects]
+
+            def posterior():
+                cov, se, _ = lazy.posterior()
+                cuts = np.cumsum([0] + sizes)
+                return cov, [se[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
         return cls(params=fit.beta, cov=fit.cov_beta, column_names=design.column_names,
-                   family=family, spec=design.spec, stats=st, effects=fit.effects, log=fit.log,
-                   extra=fit.extra, training=training)
+                   family=family, spec=design.spec, stats=LazyMap(st, fit_statistics),
+                   effects=fit.effects, log=fit.log, extra=fit.extra, training=training,
+                   posterior=posterior)
+
+    @property
+    def _cov(self) -> np.ndarray:
+        """cov(beta) (computed on first access when the fit left the posterior to first use)."""
+        d = self.__dict__
+        if d["_cov_"] is None:
+            d["_cov_"] = frozen_array(d["_pending_cov"]()[0])
+        return d["_cov_"]
 
     # ------------------------------------------------------------------ coefficients
     @property
@@ -230,10 +290,15 @@ class GLMResults(ScalarStats, FactorAccess):
 
     # ------------------------------------------------------------------ tests, intervals
     def wald_test(self, R, q=None, use_f: bool | None = None) -> "inference.WaldTestResult":
-        """Wald test of H0: R beta = q (R: a matrix, a coefficient name or a list of names);
-        chi2, or F on (r, df_resid) with ``use_f`` (default: when the dispersion is
-        estimated).  Uses cov_params(), so a robust cov_type gives a robust test."""
-        Rm = inference.restriction_matrix(R, list(self._names))
+        """Wald test of H0: R beta = q (R: a matrix, a coefficient name, a list of names, or
+        equations such as ``"x1 = 0, C(k)[T.b] = C(k)[T.c]"``); chi2, or F on (r, df_resid)
+        with ``use_f`` (default: when the dispersion is estimated).  Uses cov_params(), so
+        a robust cov_type gives a robust test."""
+        Rm, q_eq = inference.restriction_matrix(R, list(self._names))
+        if q_eq is not None:
+            if q is not None:
+                raise ModelError("wald_test: the equations give q already; do not pass q=")
+            q = q_eq
         return inference.wald_test(self._params, self._cov, Rm, q,
                                    use_f=self.use_t if use_f is None else bool(use_f),
                                    df_resid=float(self.df_resid))
@@ -285,7 +350,7 @@ class GLMResults(ScalarStats, FactorAccess):
         else:
             nd = self._spec.transform(newdata, offset=offset)
             eta = nd.X @ self._params + nd.offset
-            for e, codes in zip(self._effects, nd.codes):
+            for e, codes in zip(self._point_effects, nd.codes):
                 seen = codes >= 0
                 eta = eta + np.where(seen, e.effect[np.where(seen, codes, 0)], 0.0)
             self._record_unseen(nd.unseen)
@@ -375,6 +440,13 @@ class GLMResults(ScalarStats, FactorAccess):
                 ("Covariance Type:", self.cov_type)]
         if "prior_method" in self._stats:
             left.append(("Prior sd:", self._stats["prior_method"]))
+        theta = getattr(fam, "theta", None)
+        if theta is not None:        # negative binomial: MASS's summary line
+            how = "estimated" if fam.theta_estimated else "given"
+            se = self._extra.get("theta_se")
+            left.append((f"Theta ({how}):", f"{theta:.5g}" + (f" ({se:.3g})" if se else "")))
+        if getattr(fam, "var_power", None) is not None:
+            left.append(("Variance power:", f"{fam.var_power:g}"))
         if fam.name == "binomial" and self._spec is not None:
             info = self._spec.response_info
             if "success" in info:
@@ -466,3 +538,22 @@ def _pearson_chi2(family: Family, y, mu, w) -> float:
         terms = w * (y - mu) ** 2 / family.variance(mu)
     terms[(y == mu)] = 0.0
     return float(np.sum(terms))
+
+
+def _read_only(a) -> np.ndarray:
+    """A read-only view of a (no copy: the design's and the solver's arrays are the results')."""
+    v = np.asarray(a, dtype=np.float64).view()
+    v.flags.writeable = False
+    return v
+
+
+class _Once:
+    """Call ``fn`` once and keep its value."""
+
+    def __init__(self, fn):
+        self._fn, self._value = fn, None
+
+    def __call__(self):
+        if self._fn is not None:
+            self._value, self._fn = self._fn(), None
+        return self._value

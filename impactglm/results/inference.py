@@ -7,7 +7,7 @@ residuals.
   - D(this); with phi the dispersion of the model with the fewest residual df,
   "Chisq": P(chi2_Df > Deviance / phi); "F": F = Deviance / Df / phi,
   P(F_{Df, df_resid(biggest)} > F) (for estimated dispersions); ``test=None``: no test.
-* ``wald_test(R, q)``: W = (R b - q)' (R V R')^-1 (R b - q) with V = cov_params();
+* ``wald_test(R, q)`` (R a matrix, names, or equations such as "x1 = 2 x2"): W = (R b - q)' (R V R')^-1 (R b - q) with V = cov_params();
   chi2 with r = rank(R) df, or F = W / r on (r, df_resid) when ``use_f`` (default: when the
   dispersion is estimated, as t tests are).
 * ``get_prediction(newdata)``: eta = offset + x'b, se(eta) = sqrt(x' V x); mu = g^-1(eta),
@@ -108,12 +108,25 @@ class WaldTestResult:
                 f"{df}>")
 
 
-def restriction_matrix(R, names: Sequence[str]) -> np.ndarray:
-    """R as an (r, p) array from an array, one coefficient name, or a list of names (each
-    tested = 0)."""
+def restriction_matrix(R, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(R as an (r, p) array, q or None) from an array, one coefficient name or a list of
+    names (each tested = 0), or linear equations in the coefficient names such as
+    ``"x1 = 0.4, C(k)[T.b] = C(k)[T.c]"`` (parsed by Patsy's constraint parser, which
+    evaluates nothing; they give q too)."""
     p = len(names)
     if isinstance(R, str):
         R = [R]
+    if isinstance(R, (list, tuple)) and R and all(isinstance(r, str) for r in R) and any(
+            "=" in r for r in R):
+        from patsy import PatsyError
+        from patsy.constraint import linear_constraint
+        try:
+            lc = linear_constraint(", ".join(R), list(names))
+        except PatsyError as exc:
+            raise ModelError(f"wald_test: cannot read the restriction {', '.join(R)!r}: "
+                             f"{exc.message} (coefficients: {', '.join(names)})") from None
+        return np.asarray(lc.coefs, dtype=np.float64), np.asarray(lc.constants,
+                                                                  dtype=np.float64).ravel()
     if isinstance(R, (list, tuple)) and R and all(isinstance(r, str) for r in R):
         out = np.zeros((len(R), p))
         for i, r in enumerate(R):
@@ -121,12 +134,12 @@ def restriction_matrix(R, names: Sequence[str]) -> np.ndarray:
                 raise ModelError(f"wald_test: {r!r} is not a coefficient (coefficients: "
                                  f"{', '.join(names)})")
             out[i, list(names).index(r)] = 1.0
-        return out
+        return out, None
     out = np.atleast_2d(np.asarray(R, dtype=np.float64))
     if out.shape[1] != p:
         raise ModelError(f"wald_test: the restriction matrix has {out.shape[1]} columns for "
                          f"{p} coefficients")
-    return out
+    return out, None
 
 
 def wald_test(params: np.ndarray, cov: np.ndarray, R: np.ndarray, q=None, *,

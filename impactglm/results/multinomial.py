@@ -115,7 +115,7 @@ class MultinomialResults(ScalarStats, FactorAccess):
         d["_classes"] = tuple(classes)
         d["_spec"] = spec
         d["_stats"] = dict(stats)
-        d["_effects"] = tuple(effects)
+        d["_effects_"] = tuple(effects)
         d["_log"] = log.copy() if log is not None else pd.DataFrame()
         d["_extra"] = {k: v for k, v in (extra or {}).items()
                        if isinstance(v, (int, float, str, bool, np.number))}
@@ -409,7 +409,7 @@ class MultinomialResults(ScalarStats, FactorAccess):
                          f"prior sd tau = {e.tau:.4g} ({'estimated' if e.tau_estimated else 'given'})")
                 out.append(f"^{e.name}: {e.n_levels} levels, {e.n_singletons} singletons, "
                            f"{prior}, edf = {e.edf:.1f}")
-            cert = [f"{k} = {self._extra[k]:.3g}" for k in ("grad_max", "n_passes")
+            cert = [f"{k} = {self._extra[k]:.3g}" for k in ("max_grad", "max_step", "n_passes")
                     if k in self._extra]
             out.append("Convergence certificate: " + ", ".join(cert))
             out.append("=" * width)

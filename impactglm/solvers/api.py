@@ -1,23 +1,24 @@
 """TODO docstring."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
 import numpy as np
 import pandas as pd
-from scipy import linalg
 from typing import Any, Sequence
 
 
 from ..containers import FactorEffects, FitOutput
 from ..errors import ConvergenceWarning, DataError, ModelError, SeparationWarning
 from ..families import get_family
-from .newton import newton_loop, separated_levels, solve_mode
-from .posterior import finish_softmax, level_posterior
-from .priors import NO_PRIOR_RIDGE, prior_precisions
+from .newton import DEFAULT_TOL
+from .scalar import newton_loop, separated_levels, solve_mode
+from .posterior import finish_softmax, LazyFit
+from .priors import NO_PRIOR_RIDGE, prior_precisions, resolve_prior
 from .problem import LevelProblem, reprice, State
-from .softmax import as_factors, check_outcome, initial_effects, resolve_prior, SoftmaxLoop, SoftmaxProblem
+from .softmax import as_factors, check_outcome, initial_effects, SoftmaxLoop, SoftmaxProblem
 from . import prior_scale
 
 
@@ -33,9 +34,9 @@ def _gaussian_scale(prob: LevelProblem, st: State, lam_l: np.ndarray, inv_phi: f
 
 
 def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto", *,
-                         method: str | None = None, tol: float = 1e-8, maxiter: int = 200,
+                         method: str | None = None, tol: float = DEFAULT_TOL, maxiter: int = 200,
                          verbose: bool = False, levels=None, counts=None, names=None,
-                         scale: float | None = None) -> FitOutput:
+                         scale: float | None = None, lazy: bool = False) -> FitOutput:
     """Posterior-mode fit of eta = offset + X beta + sum_k a_k[codes_k], a_k ~ N(0, tau_k^2).
 
     Parameters
@@ -54,8 +55,14 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
     scale : gaussian only: the residual variance sigma^2 to use with a fixed tau (default:
         estimated as RSS / (n - p - edf) by fixed-point iteration).
 
+    lazy : leave the posterior (cov_beta, every level's se) and the fitted eta/mu to
+        first use: the FitOutput then has ``cov_beta``, ``eta``, ``mu`` and the effects'
+        ``se`` set to None and ``extra["lazy"]`` (:class:`~impactglm.solvers.posterior.LazyFit`)
+        computes them, with the same answers (the results layer uses this).
+
     Returns a FitOutput with ``effects`` (one FactorEffects per factor) and ``extra``:
-    max_grad, max_step, objective, n_passes, log (DataFrame), prior_sd, scale.
+    max_grad, max_step, objective, n_passes, log (DataFrame), prior_sd, scale, se_exact
+    (eager fits).
     """
     t0 = time.perf_counter()
     fam = get_family(family)
@@ -64,14 +71,17 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
     K = len(factors)
     names = list(names) if names is not None else [f"factor{k}" for k in range(K)]
     prob = LevelProblem(X, factors, y, weights, offset, fam, names=names)
-    tau_estimated = isinstance(prior_sd, str)
+    entries = resolve_prior(prior_sd, names)
+    n_auto = sum(isinstance(e, str) for e in entries)
+    if 0 < n_auto < K:
+        raise ModelError(f"prior_sd='auto' for some ^ factors and fixed for others is available "
+                         f"for family='multinomial' only; for {fam.name} give all or none as 'auto'")
+    tau_estimated = n_auto > 0
     extra: dict = {}
     warm = None
     if tau_estimated:
-        if prior_sd != "auto":
-            raise ModelError(f"prior_sd must be 'auto', a number, a list or a dict, not {prior_sd!r}")
         est = prior_scale.estimate_tau(prob, method=method, tol=tol, verbose=verbose)
-        taus = list(est.taus)
+        taus_checked = list(est.taus)
         if fam.name == "gaussian":
             scale = est.scale
         extra["tau_criterion"] = est.criterion
@@ -81,8 +91,8 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
         extra["tau_exact"] = est.exact
         warm = est.state
     else:
-        taus, _ = prior_precisions(prior_sd, K, names)
-    taus_checked, lam = prior_precisions(taus, K, names)
+        taus_checked = entries
+    lam = prior_precisions(taus_checked)
     lam_l = prob.expand(lam)
     if any(t is None for t in taus_checked):
         sep = separated_levels(prob)
@@ -133,12 +143,7 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
         warnings.warn(f"high-cardinality fit did not converge in {maxiter} iterations "
                       f"(certificate {st.max_step:.3g} > tol {tol:g}, max gradient {st.max_grad:.3g})",
                       ConvergenceWarning, stacklevel=2)
-    try:
-        cov, se, se_exact = level_posterior(prob, st, lam_l)
-    except (linalg.LinAlgError, np.linalg.LinAlgError, ValueError) as exc:
-        raise ModelError(f"the penalised Hessian at the mode is singular or not finite ({exc}); "
-                         f"the fit is (nearly) saturated or the predictors are collinear") from exc
-    eta, mu = prob.eta_mu(st)
+    pending = LazyFit(prob, st, lam_l)       # posterior and fitted values on first use
     effects = []
     for k in range(K):
         sl = slice(prob.starts[k], prob.starts[k + 1])
@@ -148,19 +153,37 @@ def fit_high_cardinality(X, factors, y, weights, offset, family, prior_sd="auto"
             prob.gidx[:, k], minlength=int(prob.starts[k + 1]))[prob.starts[k]:].astype(np.int64)
         W = st.W[sl]
         edf = float(np.sum(W / (W + lam_l[sl])))
-        effects.append(FactorEffects(names[k], lv, ct, st.a[sl].copy(), se[sl].copy(), taus_checked[k],
+        effects.append(FactorEffects(names[k], lv, ct, st.a[sl].copy(), None, taus_checked[k],
                                      edf, tau_estimated))
     log = pd.DataFrame(st.log, columns=["iteration", "objective", "max_grad", "max_step", "step",
                                         "passes", "seconds"])
     extra.update(max_grad=st.max_grad, max_step=st.max_step, objective=st.f, n_passes=st.n_passes,
                  log=log, prior_sd={names[k]: taus_checked[k] for k in range(K)}, scale=phi,
-                 deviance=st.dev, se_exact=se_exact, fit_seconds=time.perf_counter() - t0)
-    return FitOutput(beta=st.beta.copy(), cov_beta=cov, eta=eta, mu=mu, scale=phi, n_iter=st.n_iter,
-                     converged=st.converged, log=log, effects=tuple(effects), extra=extra)
+                 deviance=st.dev, lazy=pending, fit_seconds=time.perf_counter() - t0)
+    out = FitOutput(beta=st.beta.copy(), cov_beta=None, eta=None, mu=None, scale=phi, n_iter=st.n_iter,
+                    converged=st.converged, log=log, effects=tuple(effects), extra=extra)
+    return out if lazy else complete(out)
+
+
+def complete(out: FitOutput) -> FitOutput:
+    """The FitOutput with its lazy parts (posterior, fitted values) computed."""
+    lazy = out.extra.get("lazy")
+    if lazy is None:
+        return out
+    cov, se, exact = lazy.posterior()
+    eta, mu = lazy.fitted()
+    effects, start = [], 0
+    for e in out.effects:
+        q = len(e.effect)
+        effects.append(dataclasses.replace(e, se=se[start:start + q].copy()))
+        start += q
+    extra = {k: v for k, v in out.extra.items() if k != "lazy"}
+    extra["se_exact"] = exact
+    return dataclasses.replace(out, cov_beta=cov, eta=eta, mu=mu, effects=tuple(effects), extra=extra)
 
 def fit_multinomial(X: np.ndarray, factors: Sequence[Any], y_codes: np.ndarray, n_classes: int,
                     weights: np.ndarray | None = None, offset: np.ndarray | None = None,
-                    prior_sd: Any = "auto", *, tol: float = 1e-6, maxiter: int = 200,
+                    prior_sd: Any = "auto", *, tol: float = DEFAULT_TOL, maxiter: int = 200,
                     verbose: bool = False, exact_cov_limit: int = 3000,
                     callback=None) -> FitOutput:
     """Fit the multinomial model of the module docstring; arrays in, :class:`FitOutput` out.
@@ -177,7 +200,7 @@ def fit_multinomial(X: np.ndarray, factors: Sequence[Any], y_codes: np.ndarray, 
         cancels in the softmax; pass it as (n, C) if you mean it.)
     prior_sd : "auto" (empirical Bayes per factor), a positive number, None (ridge 1e-5
         only), or a list (one per factor) / dict (factor name -> value) of those.
-    tol : the largest absolute penalised gradient at convergence.
+    tol : the convergence certificate max_j |g_j| / H_jj (:mod:`impactglm.solvers.newton`).
     maxiter : iterations (each is about two passes over the rows).
     exact_cov_limit : dense exact covariance when p(C-1) + Q C is at most this.
 
@@ -187,7 +210,7 @@ def fit_multinomial(X: np.ndarray, factors: Sequence[Any], y_codes: np.ndarray, 
     ``beta[:, 1:]`` in row-major (variable, class) order, ``effects`` with (q, C) effect and
     se arrays, ``eta``/``mu`` empty (an (n, C) copy is never kept; see ``extra``), and
     ``extra`` holding the training ``loglik``, ``null_loglik``, ``confusion`` (C, C),
-    ``grad_max``, ``n_passes``, ``cov_method``, ``tau_history`` and ``alpha``.
+    ``max_grad``, ``max_step``, ``n_passes``, ``cov_method``, ``tau_history`` and ``alpha``.
     """
     t0 = time.perf_counter()
     X = np.asarray(X, dtype=np.float64)
@@ -207,7 +230,7 @@ def fit_multinomial(X: np.ndarray, factors: Sequence[Any], y_codes: np.ndarray, 
     y = check_outcome(y_codes, C, w, n)
     offset = _check_offset(offset, n, C)
     facs = as_factors(factors, n)
-    prior = resolve_prior(prior_sd, facs)
+    prior = resolve_prior(prior_sd, [f.name for f in facs])
     prob = SoftmaxProblem(X, facs, y, C, w, offset)
     if prob.p == 0 and prob.K == 0:
         raise ModelError("the model has neither fixed terms nor ^ factors")

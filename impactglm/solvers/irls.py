@@ -40,7 +40,7 @@ from ..containers import FitOutput
 from ..errors import ConvergenceWarning, DataError, ModelError, SeparationWarning
 from ..families import Family, get_family
 from ..kernels.glm import irls_pass, weighted_gram
-from .linalg import aliased_columns
+from .linalg import check_full_rank
 
 
 
@@ -109,12 +109,7 @@ def _check_inputs(X, y, weights, offset, column_names):
 
 def _check_rank(X: np.ndarray, W: np.ndarray, rtol: float, column_names) -> None:
     """ModelError naming the aliased columns of sqrt(W) X (rows with W > 0), if any."""
-    good = W > 0
-    aliased = aliased_columns(X[good], W[good], rtol)
-    if aliased:
-        names = ", ".join(repr(column_names[j]) for j in aliased)
-        raise ModelError(f"the design matrix is rank deficient: column(s) {names} are linear "
-                         "combinations of earlier columns (aliased); remove them from the formula")
+    check_full_rank(X, W, rtol, column_names)
 
 
 def family_pass(family: Family):
@@ -245,7 +240,7 @@ def fit_irls(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, offset: n
     if boundary:
         warnings.warn("IRLS stopped at a boundary value of the parameter space",
                       ConvergenceWarning, stacklevel=user_stacklevel())
-    _warn_separation(family, mu, weights)
+    warn_separation(family, mu, weights)
 
     df_resid = n_good - p
     # the covariance and dispersion at the final coefficients: W, z are this eta's
@@ -269,7 +264,9 @@ def _dispersion(family: Family, y, mu, eta, W, df_resid: int) -> float:
     return float(np.sum(W[good] * r * r) / df_resid)
 
 
-def _warn_separation(family: Family, mu: np.ndarray, weights: np.ndarray) -> None:
+def warn_separation(family: Family, mu: np.ndarray, weights: np.ndarray) -> None:
+    """R's glm.fit warnings: binomial fitted probabilities within 10 eps of 0 or 1, poisson
+    fitted rates below 10 eps, over rows with positive weight (also used after ^ fits)."""
     pos = weights > 0
     if family.name == "binomial":
         k = int(np.sum(((mu > 1 - _SEP_EPS) | (mu < _SEP_EPS)) & pos))

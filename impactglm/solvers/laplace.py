@@ -129,13 +129,13 @@ def _xwx(prob: LevelProblem, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # ----------------------------------------------------------------------------- exact level block
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def row_quad(l1, posR, indptr, indices, data, M, base, out):
     """out[i] = base[l] - 2 sum_a (U M)[l, posR[i, a]] + sum_{a, b} M[posR[i, a], posR[i, b]]
     for l = l1[i] and U in CSR (indptr, indices, data): z_i' D^-1 z_i by the Schur blocks."""
     n = l1.shape[0]
     Km = posR.shape[1]
-    for i in range(n):
+    for i in numba.prange(n):
         l = l1[i]
         v = base[l]
         for a in range(Km):
@@ -149,10 +149,10 @@ def row_quad(l1, posR, indptr, indices, data, M, base, out):
         out[i] = v
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def level_quad(indptr, indices, data, M, out):
     """out[l] = u_l' M u_l for the rows u_l of a CSR matrix."""
-    for l in range(indptr.shape[0] - 1):
+    for l in numba.prange(indptr.shape[0] - 1):
         s = 0.0
         for t in range(indptr[l], indptr[l + 1]):
             jt = indices[t]
@@ -218,8 +218,10 @@ class ExactLevelBlock:
         if prob.K == 1:
             dinv = 1.0 / self.Dd
             return dinv, dinv[prob.gidx[:, 0]]
-        M = linalg.cho_solve(self.cho, np.eye(self.rest.size))
-        M = np.ascontiguousarray(0.5 * (M + M.T))
+        Linv, info = linalg.lapack.dpotri(self.cho[0], lower=1)     # S^-1 from the factor
+        if info != 0:
+            raise linalg.LinAlgError(f"dpotri failed ({info})")
+        M = np.tril(Linv) + np.tril(Linv, -1).T
         U = (self.C.multiply(1.0 / self.D1[:, None])).tocsr()
         U.sort_indices()
         qd = np.empty(U.shape[0])

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Linear algebra of the level block: the small pseudo-inverse solve of the reduced Newton
+step, the Schur complement over the largest factor, CG with the full level block, and
+R's aliasing test."""
 from __future__ import annotations
 
 import math
@@ -6,7 +8,28 @@ import numpy as np
 from scipy import linalg
 
 
+from ..errors import ModelError
 from .problem import LevelProblem
+
+
+def solve_psd(H: np.ndarray, g: np.ndarray, rcond: float = 1e-12) -> np.ndarray:
+    """x = H^+ g for a symmetric positive semi-definite H (the reduced Newton system).
+
+    H is scaled to unit diagonal (coordinates with H_jj = 0 get x_j = 0), and eigenvalues
+    below ``rcond`` times the largest are dropped: the directions of the re-encoded design
+    can be redundant (e.g. the previous step equal to the impact step).
+    """
+    d = np.sqrt(np.maximum(np.diag(H), 0.0))
+    keep = d > 0
+    x = np.zeros_like(g)
+    if not keep.any():
+        return x
+    Hs = H[np.ix_(keep, keep)] / np.outer(d[keep], d[keep])
+    vals, vecs = linalg.eigh(Hs)
+    cut = vals.max() * rcond
+    inv = np.where(vals > cut, 1.0 / np.where(vals > cut, vals, 1.0), 0.0)
+    x[keep] = (vecs @ (inv * (vecs.T @ (g[keep] / d[keep])))) / d[keep]
+    return x
 
 
 def level_schur(prob: LevelProblem, Dd: np.ndarray, include_beta: bool = True,
@@ -131,12 +154,59 @@ def aliased_columns(X: np.ndarray, W: np.ndarray, rtol: float) -> list[int]:
     (R's dqrdc2 rule, which keeps the earlier of two collinear columns).
     """
     Xw = X * np.sqrt(W)[:, None]
+    # the rule is invariant to column scaling: scale each column by its largest |value|
+    # first, so that columns of 1e300 (whose squares overflow) or 1e-300 are judged right
+    peak = np.abs(Xw).max(axis=0) if Xw.shape[0] else np.zeros(Xw.shape[1])
+    Xw = Xw / np.where(peak > 0, peak, 1.0)
     norms = np.sqrt(np.einsum("ij,ij->j", Xw, Xw))
     if Xw.shape[0] < Xw.shape[1]:
         Xw = np.vstack([Xw, np.zeros((Xw.shape[1] - Xw.shape[0], Xw.shape[1]))])
     R = np.linalg.qr(Xw, mode="r")
     diag = np.abs(np.diag(R))
     return [j for j in range(X.shape[1]) if norms[j] == 0 or diag[j] < rtol * norms[j]]
+
+
+def clearly_full_rank(X: np.ndarray, W: np.ndarray, margin: float = 1e-5) -> bool:
+    """True when every column of sqrt(W) X keeps a residual above ``margin`` x its norm
+    on the earlier columns, judged from the Gram matrix G = X'WX (one O(n p^2) product, no
+    n x p copy when W is all ones), normalised to unit diagonal: its rounding is ~1e-16, so
+    squared ratios above margin^2 = 1e-10 are certain.  False means "look closer" (QR);
+    so is an overflowing G (columns of 1e300) or a zero column."""
+    n, p = X.shape
+    if n < p:
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        G = X.T @ X if np.all(W == 1.0) else X.T @ (X * W[:, None])
+    d = np.diag(G).copy()
+    if not (np.all(np.isfinite(G)) and np.all(d > 0)):
+        return False                      # overflow (1e300 columns) or a zero column
+    scale = 1.0 / np.sqrt(d)
+    G = G * scale[:, None] * scale[None, :]   # the Gram of unit-norm columns
+    d = np.ones(p)
+    if not np.all(d > 0):
+        return False
+    L = np.zeros((p, p))
+    for j in range(p):                     # Cholesky, column by column (p is small)
+        r = G[j, j] - L[j, :j] @ L[j, :j]
+        if not r > margin ** 2 * d[j]:
+            return False
+        L[j, j] = np.sqrt(r)
+        L[j + 1:, j] = (G[j + 1:, j] - L[j + 1:, :j] @ L[j, :j]) / L[j, j]
+    return True
+
+
+def check_full_rank(X: np.ndarray, W: np.ndarray, rtol: float, column_names) -> None:
+    """ModelError naming the aliased columns of sqrt(W) X (rows with W > 0), if any
+    (IRLS's rank test, R's dqrdc2 rule; the ^ fits run it on their fixed part before
+    fitting, after the cheap :func:`clearly_full_rank` screen)."""
+    good = W > 0
+    if clearly_full_rank(X, np.where(good, W, 0.0)):
+        return
+    aliased = aliased_columns(X[good], W[good], rtol)
+    if aliased:
+        names = ", ".join(repr(column_names[j]) for j in aliased)
+        raise ModelError(f"the design matrix is rank deficient: column(s) {names} are linear "
+                         "combinations of earlier columns (aliased); remove them from the formula")
 
 
 EXACT_DENSE_LIMIT = 3000        # exact posterior variances when p + (levels outside the largest factor) <= this

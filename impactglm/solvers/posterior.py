@@ -9,7 +9,7 @@ from scipy import linalg
 
 
 from ..containers import FactorEffects, FitOutput
-from ..errors import ConvergenceWarning, SingularFitWarning
+from ..errors import ConvergenceWarning, ModelError, SingularFitWarning
 from ..kernels import levels as KL, multinomial as km
 from .linalg import level_schur, schur_inverse_diag, solve_levels
 from .problem import LevelProblem, State
@@ -18,6 +18,47 @@ from .softmax import beta_information, block_inverse, SoftmaxProblem, TAU_FLOOR
 
 # ----------------------------------------------------------------------------- inference
 
+
+
+class LazyFit:
+    """The parts of a ``^`` fit that are computed on first use, not by the fit itself.
+
+    ``posterior()``: (cov_beta, se of every level, exact?) of :func:`level_posterior`
+    (the penalised Hessian at the mode, factored or solved by CG: the expensive part);
+    ``fitted()``: (eta, mu) in the caller's row order (one pass).  Each is computed once,
+    with the same arithmetic as an eager fit, so the answers are identical; the problem is
+    released when both are done.  (The row weights of the last pass carry 1/phi, so
+    cov_beta includes the scale.)
+    """
+
+    def __init__(self, prob: LevelProblem, st: State, lam_l: np.ndarray):
+        self._prob, self._st, self._lam_l = prob, st, lam_l
+        self._post = None
+        self._fit = None
+
+    def posterior(self):
+        """(cov_beta (p, p), se (Q,), exact: bool); ModelError if the Hessian is singular."""
+        if self._post is None:
+            try:
+                cov, se, exact = level_posterior(self._prob, self._st, self._lam_l)
+            except (linalg.LinAlgError, np.linalg.LinAlgError, ValueError) as exc:
+                raise ModelError(f"the penalised Hessian at the mode is singular or not finite "
+                                 f"({exc}); the fit is (nearly) saturated or the predictors are "
+                                 "collinear") from exc
+            self._post = (cov, se, exact)
+            self._release()
+        return self._post
+
+    def fitted(self):
+        """(eta, mu) of the training rows in the caller's order."""
+        if self._fit is None:
+            self._fit = self._prob.eta_mu(self._st)
+            self._release()
+        return self._fit
+
+    def _release(self):
+        if self._post is not None and self._fit is not None:
+            self._prob = self._st = None
 
 
 def level_posterior(prob: LevelProblem, st: State, lam_l: np.ndarray):
@@ -96,7 +137,8 @@ def finish_softmax(prob, beta, A, alpha, auto, prior, converged, n_iter, state, 
     alpha_l = prob.alpha_levels(alpha)
     if not converged:
         warnings.warn(f"the multinomial fit did not converge in {n_iter} iterations "
-                      f"(max |gradient| {state.grad_max:.3g} > tol {state.tol:g})",
+                      f"(certificate {state.max_step:.3g} > tol {state.tol:g}, max gradient "
+                      f"{state.max_grad:.3g})",
                       ConvergenceWarning, stacklevel=3)
     Hp = state.Hp
     Ause = A if Q else np.zeros((1, C))
@@ -140,7 +182,8 @@ def finish_softmax(prob, beta, A, alpha, auto, prior, converged, n_iter, state, 
     null_ll = float(np.sum(wc[wc > 0] * np.log(wc[wc > 0] / wc.sum())))
     log = pd.DataFrame(state.rows)
     extra = {"loglik": float(ll), "null_loglik": null_ll, "confusion": conf,
-             "grad_max": float(state.grad_max), "n_passes": state.n_passes,
+             "max_grad": float(state.max_grad), "max_step": float(state.max_step),
+             "n_passes": state.n_passes,
              "cov_method": cov_method, "alpha": alpha.copy(),
              "tau_history": np.array(state.tau_history), "n_classes": C,
              "penalty": 0.5 * float(np.sum(alpha_l * np.sum(A * A, axis=1))),

@@ -42,7 +42,7 @@ import numpy as np
 from ..errors import ModelError, SingularFitWarning
 from ..mixed.core import fit_lmm_arrays
 from . import laplace, slq
-from .newton import initial_state, solve_mode
+from .scalar import initial_state, solve_mode
 from .problem import LevelProblem, State
 
 __all__ = ["estimate_tau", "TauEstimate", "laplace_criterion", "log_det_levels", "GLMM_METHODS"]
@@ -302,6 +302,8 @@ class _Nagq1(_Outer):
         self.off0 = np.array(np.broadcast_to(prob.offset, (n,)), dtype=np.float64)
         self.sub = LevelProblem(np.zeros((n, 0)), prob.factor_codes(), prob.y, pw, self.off0.copy(),
                                 prob.family, names=prob.names)
+        # a full-length offset (the engine stores a constant one as a single row)
+        self.sub.offset = np.array(np.broadcast_to(self.sub.offset, (n,)), dtype=np.float64)
         if len(self.sub.perm) and not np.array_equal(self.sub.perm, np.arange(n)):
             raise ModelError("internal: the level-only problem reordered the rows")
         self.st = State(beta=np.zeros(0), a=start.state.a.copy())

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The problem object of the scalar families' ^ fits: the rows in solver layout, the
+per-thread workspaces, and the row passes the Newton template calls through it (see
+notes/engine-passes.md: the pass interface a backend substitutes)."""
 from __future__ import annotations
 
 import math
@@ -12,9 +14,6 @@ import numpy as np
 from ..errors import DataError, ModelError
 from ..families import Family
 from ..kernels import levels as KL
-
-
-_J = 3                           # level directions per factor
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -58,6 +57,13 @@ def _check_factors(factors, n: int, names: Sequence[str]) -> list[tuple[np.ndarr
     return out
 
 
+def _single_row_if_constant(v: np.ndarray) -> np.ndarray:
+    """v[:1] when every row of v equals the first (the kernels broadcast a single row), else v."""
+    if v.shape[0] > 1 and bool(np.all(v == v[:1])):
+        return np.ascontiguousarray(v[:1])
+    return v
+
+
 # ----------------------------------------------------------------------------- the problem
 
 @dataclass
@@ -79,6 +85,11 @@ class State:
     max_step: float = math.inf
     log: list = field(default_factory=list)
     t0: float = field(default_factory=time.perf_counter)     # start of the fit (log seconds)
+
+    @property
+    def theta(self) -> tuple[np.ndarray, np.ndarray]:
+        """(beta, a): the parameters, as the Newton template moves them."""
+        return self.beta, self.a
 
 
 class LevelProblem:
@@ -130,6 +141,8 @@ class LevelProblem:
             self.perm = KL.counting_sort(c0, int(self.q[k_sort]))
         else:
             self.perm = np.empty(0, dtype=np.int64)
+        # constant X columns (an intercept), unit weights, zero offset: one broadcast row
+        X, pw, off = _single_row_if_constant(X), _single_row_if_constant(pw), _single_row_if_constant(off)
         # the caller's arrays (references, never modified) for the final pass in caller order
         self._caller = (X, y, off, [np.asarray(c) for c, _ in facs]) if len(self.perm) else None
         self.X = self._take(X)
@@ -157,12 +170,10 @@ class LevelProblem:
         self.accXd = np.empty((T, p))
         self.accDev = np.empty(T)
         self.w = np.empty(n)
-        # a fourth, coupled direction per factor when X has a non-constant column
+        # a coupled direction per factor when X has a column that varies (scalar.py)
         self.coupled = bool(self.X.shape[0] > 1 and np.any(np.ptp(self.X, axis=0) > 0))
-        self.J = _J + int(self.coupled)
-        self.m = p + self.K * self.J
-        self.accH = np.empty((T, self.m, self.m))
-        self.L = np.zeros((Q, self.J))
+        self._accH: dict[int, np.ndarray] = {}          # light-pass workspaces by size m
+        self._level_sums = None
         self.B = np.empty((Q, p)) if self.coupled else None
         self.Hbb = None                  # X'WX of the last reduced Hessian (coupled direction)
 
@@ -217,7 +228,9 @@ class LevelProblem:
         m = self.p + self.K * J
         H = np.empty((m, m))
         if W is None or self.X.shape[0] != 1 or J == 0:
-            acc = self.accH if m == self.m else np.empty((self.T, m, m))
+            acc = self._accH.get(m)
+            if acc is None:
+                acc = self._accH[m] = np.empty((self.T, m, m))
             KL.hess_pass(self.X, self.gidx, self.w, L, acc, H)
             return H
         p, K, starts = self.p, self.K, self.starts
@@ -252,10 +265,13 @@ class LevelProblem:
         return outX, outA + lam_l * va
 
     def level_sums(self) -> tuple[np.ndarray, np.ndarray]:
-        """(sum pw y, sum pw) per global level."""
-        wy, w = np.empty(self.Q), np.empty(self.Q)
-        KL.level_sums(self.gidx, self.y, self.pw, wy, w)
-        return wy, w
+        """(sum pw y, sum pw) per global level (one serial pass, done once per problem)."""
+        if self._level_sums is None:
+            wy, w = np.empty(self.Q), np.empty(self.Q)
+            KL.level_sums(self.gidx, self.y, self.pw, wy, w)
+            wy.flags.writeable = w.flags.writeable = False
+            self._level_sums = (wy, w)
+        return self._level_sums
 
     def eta_mu(self, st: State) -> tuple[np.ndarray, np.ndarray]:
         """eta and mu in the caller's row order (a sequential pass over the caller's arrays

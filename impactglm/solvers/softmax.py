@@ -72,6 +72,8 @@ import numpy as np
 from ..errors import ConvergenceWarning, DataError, ModelError
 from ..kernels import levels as KL, multinomial as km
 from .impact import balance_deficit
+from .linalg import solve_psd
+from .newton import certificate, run_newton
 
 
 TAU_FLOOR = 1e-4      # smallest tau the empirical-Bayes update may return
@@ -115,36 +117,6 @@ def as_factors(factors: Sequence[Any], n: int) -> list[FactorInput]:
             bad = int(np.flatnonzero((codes < 0) | (codes >= q))[0])
             raise DataError(f"factor {name!r}: row {bad} has level code {codes[bad]} outside 0..{q - 1}")
         out.append(FactorInput(name, codes.astype(np.int32, copy=False), q, levels, counts))
-    return out
-
-
-def resolve_prior(prior_sd: Any, factors: list[FactorInput]) -> list[Any]:
-    """One entry per factor: a positive float, None (ridge only) or "auto"."""
-    K = len(factors)
-    if isinstance(prior_sd, dict):
-        unknown = set(prior_sd) - {f.name for f in factors}
-        if unknown:
-            raise ModelError(f"prior_sd names factors that are not ^ terms: {sorted(unknown)}")
-        entries = [prior_sd.get(f.name, "auto") for f in factors]
-    elif isinstance(prior_sd, (list, tuple)):
-        if len(prior_sd) != K:
-            raise ModelError(f"prior_sd has {len(prior_sd)} entries for {K} ^ factors")
-        entries = list(prior_sd)
-    else:
-        entries = [prior_sd] * K
-    out = []
-    for f, e in zip(factors, entries):
-        if e is None or (isinstance(e, str) and e == "auto"):
-            out.append(e)
-            continue
-        try:
-            v = float(e)
-        except (TypeError, ValueError):
-            raise ModelError(f"prior_sd for ^{f.name} must be a positive number, None or 'auto', "
-                             f"not {e!r}") from None
-        if not np.isfinite(v) or v <= 0:
-            raise ModelError(f"prior_sd for ^{f.name} must be positive and finite, not {e!r}")
-        out.append(v)
     return out
 
 
@@ -305,21 +277,6 @@ def laplace_alpha(Hp: np.ndarray, G: np.ndarray, A: np.ndarray, alpha0: float) -
     return float(np.exp(brentq(h, lo, hi, xtol=1e-12)))
 
 
-def _robust_solve(H: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Solve H d = g for a symmetric positive semi-definite H, dropping null directions."""
-    d = np.sqrt(np.clip(np.diag(H), 0, None))
-    keep = d > 0
-    out = np.zeros_like(g)
-    if not keep.any():
-        return out
-    Hs = H[np.ix_(keep, keep)] / np.outer(d[keep], d[keep])
-    vals, vecs = np.linalg.eigh(Hs)
-    cut = vals.max() * 1e-11
-    inv = np.where(vals > cut, 1.0 / np.where(vals > cut, vals, 1.0), 0.0)
-    out[keep] = (vecs @ (inv * (vecs.T @ (g[keep] / d[keep])))) / d[keep]
-    return out
-
-
 class SoftmaxLoop:
     """The re-encoding Newton iterations (state kept between iterations)."""
 
@@ -331,18 +288,19 @@ class SoftmaxLoop:
         # class probabilities of the last level pass (float32: they only shape the
         # reduced Newton step; gradients and the objective are float64)
         self.P = np.empty((prob.n, prob.C), dtype=np.float32)
-        self.two_dirs = True
-        self.dir_mode = "prev"
         self.const = _intercept_column(prob.X)
         self.timing = {"level_pass": 0.0, "subspace_pass": 0.0, "tau": 0.0}
         self.rows: list[dict] = []
         self.tau_history: list[np.ndarray] = []
-        self.grad_max = np.inf
+        self.max_grad = self.max_step = np.inf
+        self.t0 = time.perf_counter()
         self.Hp = None
         self.trinv = None
         # beta coupled into the level steps when X has columns beyond an intercept
         self.coupled = prob.K > 0 and prob.p > (0 if self.const is None else 1)
         self.Hbb = None
+        self._coupled = None            # cached coupling blocks (coupled_block_steps)
+        self._n_coupled = 0
 
     def pass_a(self, beta, A):
         prob = self.prob
@@ -415,7 +373,7 @@ class SoftmaxLoop:
             st, M, tr, S, r = km.block_newton(Hp[sl], alpha_l[sl], Gpen[sl])
             if Hbb is None:   # every row is in one level of factor 0
                 Hbb = x0 * x0 * km.unpack_blocks(Hp[sl].sum(axis=0, keepdims=True), C)[0][1:, 1:]
-            db = _robust_solve(Hbb - x0 * x0 * S, g_b - x0 * r)
+            db = solve_psd(Hbb - x0 * x0 * S, g_b - x0 * r)
             steps[sl] = st - x0 * (M @ db)
             trinv[sl] = tr.sum(axis=1)
         return steps, trinv
@@ -434,8 +392,9 @@ class SoftmaxLoop:
         moves the levels together with beta: a covariate constant within the levels
         (x_j = xbar_j[l]) is compensated by a[l] -= H_l^{-1} E_l' delta_b, the shrunken
         level mean of x_j, so beta and the effects no longer alternate.  H_bb is the
-        fixed block of the last reduced information (one iteration old; it only shapes
-        the direction, the reduced Newton step over it is exact).  Returns the (Q, C)
+        fixed block of the last reduced information (one iteration old), and E, H^-1 E' and
+        S are refreshed at the calls 1, 2, 4, 8, ... only (one pass each); they only shape
+        the direction, the reduced Newton step over it is exact.  Returns the (Q, C)
         directions and tr(H_l^{-1}) per level.
         """
         prob, C = self.prob, self.prob.C
@@ -444,23 +403,30 @@ class SoftmaxLoop:
         if self.Hbb is None:
             self.Hbb = beta_information(prob, beta, Ause)
         t = time.perf_counter()
-        cross = km.beta_level_cross(prob.X, beta, prob.gcodes, Ause, prob.w, prob.offset)
-        self.n_passes += 1
-        E = cross[:, :, 1:, :].reshape(prob.Q, pb, C)
-        del cross
+        self._n_coupled += 1
+        if self._coupled is None or (self._n_coupled & (self._n_coupled - 1)) == 0:
+            # the coupling blocks E_l, M_l = H_l^-1 E_l' and S at calls 1, 2, 4, 8, ...: they
+            # only shape the direction (the reduced Newton step is exact), and change little
+            cross = km.beta_level_cross(prob.X, beta, prob.gcodes, Ause, prob.w, prob.offset)
+            self.n_passes += 1
+            E = cross[:, :, 1:, :].reshape(prob.Q, pb, C)
+            del cross
+            parts = []
+            for k in range(prob.K):
+                sl = prob.slice(k)
+                Hinv = block_inverse(Hp[sl], alpha_l[sl], C)
+                Et = E[sl].transpose(1, 0, 2).reshape(pb, -1)             # (pb, q C)
+                M = np.matmul(Hinv, E[sl].transpose(0, 2, 1))             # (q, C, pb)
+                parts.append((Et, M, self.Hbb - Et @ M.reshape(-1, pb)))
+            self._coupled = parts
         g_b = gb[:, 1:].ravel()
         steps = np.empty_like(Gpen)
         trinv = np.empty(prob.Q)
-        for k in range(prob.K):
+        for k, (Et, M, S) in enumerate(self._coupled):
             sl = prob.slice(k)
             Hinv = block_inverse(Hp[sl], alpha_l[sl], C)
-            Ek = E[sl]
             s = np.einsum("qcd,qd->qc", Hinv, Gpen[sl])
-            M = np.matmul(Hinv, Ek.transpose(0, 2, 1))                  # (q, C, pb)
-            Et = Ek.transpose(1, 0, 2).reshape(pb, -1)                   # (pb, q C)
-            S = self.Hbb - Et @ M.reshape(-1, pb)
-            r = Et @ s.ravel()
-            db = _robust_solve(S, g_b - r)
+            db = solve_psd(S, g_b - Et @ s.ravel())
             steps[sl] = s - M @ db
             trinv[sl] = np.trace(Hinv, axis1=1, axis2=2)
         self.timing["coupled"] = self.timing.get("coupled", 0.0) + time.perf_counter() - t
@@ -469,128 +435,160 @@ class SoftmaxLoop:
     def logpost(self, ll, A, alpha_l):
         return ll - 0.5 * float(np.sum(alpha_l * np.sum(A * A, axis=1)))
 
-    def run(self, beta, A):
-        prob, C = self.prob, self.prob.C
-        tstart = time.perf_counter()
+    # -- hooks of the Newton template (solvers/newton.py); f = -log posterior ---------------
+    def evaluate(self, theta) -> "SoftmaxPoint":
+        beta, A = theta
         ll, gb, G, Hp = self.pass_a(beta, A)
-        prev_step = [None] * prob.K
-        prev2_step = [None] * prob.K
-        converged = False
-        it = 0
-        step_len = np.nan
-        const = self.const
-        while True:
-            if const is not None:
-                beta, A = _center(prob, beta, A, const)
-            alpha_l = prob.alpha_levels(self.alpha)
-            tau_moved = False
-            if self.auto.any():
-                new_alpha = self.alpha.copy()
-                t = time.perf_counter()
-                for k in np.flatnonzero(self.auto):
-                    sl = prob.slice(k)
-                    new_alpha[k] = laplace_alpha(Hp[sl], G[sl], A[sl], self.alpha[k])
-                self.timing["tau"] += time.perf_counter() - t
-                rel = np.abs(np.sqrt(self.alpha / new_alpha) - 1.0)
-                if np.any(rel > TAU_RTOL):
-                    tau_moved = True
-                    self.alpha = new_alpha
-                    alpha_l = prob.alpha_levels(self.alpha)
-            self.tau_history.append(1.0 / np.sqrt(self.alpha))
-            Gpen = balance_deficit(G, A, alpha_l[:, None]) if prob.K else G
-            obj = self.logpost(ll, A, alpha_l)
-            gmax = max(float(np.max(np.abs(gb[:, 1:]), initial=0.0)),
-                       float(np.max(np.abs(Gpen), initial=0.0)))
-            self.grad_max = gmax
-            self._log(it, obj, gmax, step_len, tstart)
-            if prob.K and self.coupled:
-                steps, trinv = self.coupled_block_steps(beta, A, Hp, alpha_l, Gpen, gb)
-            elif prob.K:
-                steps, trinv = self.block_steps(Hp, alpha_l, Gpen, gb)
-            self.Hp, self.trinv = Hp, (trinv if prob.K else np.zeros(0))
-            if gmax < self.tol and not tau_moved:
-                converged = True
-                break
-            if it >= self.maxiter:
-                break
-            it += 1
-            # directions per factor: impact step, previous step, current effect
-            # (the current effect only while tau moves or at the start: a rescaling of
-            # the whole factor; otherwise two directions per factor suffice)
-            use_cur = tau_moved or it == 1 or not self.two_dirs
-            use_prev2 = self.dir_mode == "prev2"
-            J = 2 + use_cur + use_prev2
-            D = np.zeros((max(prob.Q, 1), J, C))
-            for k in range(prob.K):
-                sl = prob.slice(k)
-                D[sl, 0] = steps[sl]
-                if prev_step[k] is not None:
-                    D[sl, 1] = prev_step[k]
-                j = 2
-                if use_prev2:
-                    if prev2_step[k] is not None:
-                        D[sl, j] = prev2_step[k]
-                    j += 1
-                if use_cur:
-                    D[sl, j] = A[sl]
-            t = time.perf_counter()
-            Hs = self.subspace_information(beta, A, D, Hp)
-            self.Hbb = Hs[:prob.p * (C - 1), :prob.p * (C - 1)].copy()
-            self.timing["subspace_pass"] += time.perf_counter() - t
-            pb = prob.p * (C - 1)
-            gs = np.concatenate([gb[:, 1:].ravel(), _dir_gradient(prob, Gpen, D)])
-            for k in range(prob.K):
-                sl = prob.slice(k)
-                r = slice(pb + k * J, pb + (k + 1) * J)
-                Hs[r, r] += self.alpha[k] * np.einsum("qjc,qkc->jk", D[sl], D[sl])
-            delta = _robust_solve(Hs, gs)
-            dbeta = np.zeros_like(beta)
-            dbeta[:, 1:] = delta[:pb].reshape(prob.p, C - 1)
-            dA = np.zeros_like(A)
-            for k in range(prob.K):
-                sl = prob.slice(k)
-                dA[sl] = np.einsum("j,qjc->qc", delta[pb + k * J: pb + (k + 1) * J], D[sl])
-            # step halving
-            t = 1.0
-            for _ in range(40):
-                beta_t = beta + t * dbeta
-                A_t = A + t * dA
-                ll_t, gb_t, G_t, Hp_t = self.pass_a(beta_t, A_t)
-                obj_t = self.logpost(ll_t, A_t, alpha_l)
-                if np.isfinite(obj_t) and obj_t >= obj - 1e-12 * (1.0 + abs(obj)):
-                    break
-                # at the optimum the objective changes by less than its rounding; accept a
-                # step that does not worsen it beyond that and shrinks the gradient
-                if (np.isfinite(obj_t) and obj_t >= obj - 1e-10 * (1.0 + abs(obj))
-                        and _grad_max(gb_t, G_t, A_t, alpha_l) < 0.5 * gmax):
-                    break
-                t *= 0.5
-            else:
-                warnings.warn("step halving failed to improve the log posterior; stopping",
-                              ConvergenceWarning, stacklevel=3)
-                break
-            for k in range(prob.K):
-                sl = prob.slice(k)
-                prev2_step[k] = prev_step[k]
-                prev_step[k] = t * dA[sl]
-            beta, A = beta_t, A_t
-            ll, gb, G, Hp = ll_t, gb_t, G_t, Hp_t
-            step_len = t
-        return beta, A, self.alpha, converged, it
+        pt = SoftmaxPoint(theta=(beta, A), ll=ll, gb=gb, G=G, Hp=Hp)
+        pt.f = -self.logpost(ll, A, self.prob.alpha_levels(self.alpha))
+        return pt
 
-    def _log(self, it, obj, gmax, step_len, tstart):
-        row = {"iteration": it, "objective": -obj, "max_grad": gmax, "step": step_len,
-               "passes": self.n_passes, "seconds": time.perf_counter() - tstart}
+    def finite(self, pt) -> bool:
+        return bool(np.isfinite(pt.f) and np.all(np.isfinite(pt.gb)) and np.all(np.isfinite(pt.G)))
+
+    def prepare(self, pt):
+        """Centre each factor's class means into the intercept (:func:`_center`, no pass);
+        then, for prior_sd="auto" factors, the Laplace (MacKay) update of tau_k at the new
+        point (:func:`laplace_alpha`, level blocks only).  Returns (point, tau moved)."""
+        prob = self.prob
+        if self.const is not None:
+            pt.theta = _center(prob, *pt.theta, self.const)
+        moved = False
+        if self.auto.any():
+            A = pt.theta[1]
+            new_alpha = self.alpha.copy()
+            t = time.perf_counter()
+            for k in np.flatnonzero(self.auto):
+                sl = prob.slice(k)
+                new_alpha[k] = laplace_alpha(pt.Hp[sl], pt.G[sl], A[sl], self.alpha[k])
+            self.timing["tau"] += time.perf_counter() - t
+            if np.any(np.abs(np.sqrt(self.alpha / new_alpha) - 1.0) > TAU_RTOL):
+                moved = True
+                self.alpha = new_alpha
+        self.tau_history.append(1.0 / np.sqrt(self.alpha))
+        pt.f = -self.logpost(pt.ll, pt.theta[1], prob.alpha_levels(self.alpha))
+        return pt, moved
+
+    def certificate(self, pt) -> tuple[float, float]:
+        """max |g| and max |g| / H_jj over beta[:, 1:] and every (level, class) effect; the
+        level curvatures are the diagonals of the blocks H_l + I/tau^2, beta's the diagonal
+        of X'WX (the last reduced information; from the level blocks with an intercept-only X)."""
+        prob, C = self.prob, self.prob.C
+        alpha_l = prob.alpha_levels(self.alpha)
+        A = pt.theta[1]
+        grads, hdiag = [pt.gb[:, 1:].ravel()], [self._beta_diag(pt)]
+        if prob.K:
+            diag = pt.Hp[:, [c * C - (c * (c - 1)) // 2 for c in range(C)]]   # packed (c, c)
+            grads.append((pt.G - alpha_l[:, None] * A).ravel())
+            hdiag.append((diag + alpha_l[:, None]).ravel())
+        return certificate(grads, hdiag)
+
+    def _beta_diag(self, pt) -> np.ndarray:
+        prob, C = self.prob, self.prob.C
+        pb = prob.p * (C - 1)
+        if pb == 0:
+            return np.zeros(0)
+        if prob.K > 0 and prob.p == 1 and self.const == 0:       # intercept only
+            x0 = float(prob.X[0, 0])
+            tot = km.unpack_blocks(pt.Hp[prob.slice(0)].sum(axis=0, keepdims=True), C)[0]
+            return x0 * x0 * np.diag(tot)[1:]
+        if self.Hbb is None:
+            beta, A = pt.theta
+            self.Hbb = beta_information(prob, beta, A if prob.Q else np.zeros((1, C)))
+            self.n_passes += 1
+        return np.diag(self.Hbb).copy()
+
+    def directions(self, pt, prev, rescale: bool) -> np.ndarray:
+        """(Q, J, C): per factor the impact step (coupled with beta where X varies), the
+        previous change of the effects, and the current effect when ``rescale``."""
+        prob, C = self.prob, self.prob.C
+        beta, A = pt.theta
+        alpha_l = prob.alpha_levels(self.alpha)
+        J = 1 + (prev is not None) + bool(rescale)
+        D = np.zeros((max(prob.Q, 1), J, C))
+        if prob.K:
+            Gpen = balance_deficit(pt.G, A, alpha_l[:, None])
+            if self.coupled:
+                steps, _ = self.coupled_block_steps(beta, A, pt.Hp, alpha_l, Gpen, pt.gb)
+            else:
+                steps, _ = self.block_steps(pt.Hp, alpha_l, Gpen, pt.gb)
+            D[:prob.Q, 0] = steps
+            j = 1
+            if prev is not None:
+                D[:prob.Q, j] = prev[1]
+                j += 1
+            if rescale:
+                D[:prob.Q, j] = A
+        return D
+
+    def reduced_system(self, pt, D):
+        prob, C = self.prob, self.prob.C
+        beta, A = pt.theta
+        J = D.shape[1]
+        t = time.perf_counter()
+        Hs = self.subspace_information(beta, A, D, pt.Hp)
+        self.timing["subspace_pass"] += time.perf_counter() - t
+        pb = prob.p * (C - 1)
+        self.Hbb = Hs[:pb, :pb].copy()
+        alpha_l = prob.alpha_levels(self.alpha)
+        Gpen = balance_deficit(pt.G, A, alpha_l[:, None]) if prob.K else pt.G
+        gs = np.concatenate([pt.gb[:, 1:].ravel(), _dir_gradient(prob, Gpen, D)])
+        for k in range(prob.K):
+            sl = prob.slice(k)
+            r = slice(pb + k * J, pb + (k + 1) * J)
+            Hs[r, r] += self.alpha[k] * np.einsum("qjc,qkc->jk", D[sl], D[sl])
+        return Hs, -gs
+
+    def step(self, gamma, D):
+        prob, C = self.prob, self.prob.C
+        pb, J = prob.p * (C - 1), D.shape[1]
+        dbeta = np.zeros((prob.p, C))
+        dbeta[:, 1:] = gamma[:pb].reshape(prob.p, C - 1)
+        dA = np.zeros((prob.Q, C))
+        for k in range(prob.K):
+            sl = prob.slice(k)
+            dA[sl] = np.einsum("j,qjc->qc", gamma[pb + k * J: pb + (k + 1) * J], D[sl])
+        return dbeta, dA
+
+    def log(self, it, pt, cert, t) -> None:
+        row = {"iteration": it, "objective": pt.f, "max_grad": cert[0], "max_step": cert[1],
+               "step": t, "passes": self.n_passes, "seconds": time.perf_counter() - self.t0}
         for k, f in enumerate(self.prob.factors):
             row[f"tau[{f.name}]"] = 1.0 / np.sqrt(self.alpha[k])
         self.rows.append(row)
+        self.max_grad, self.max_step = cert
         if self.verbose:
             taus = " ".join(f"tau[{f.name}]={row[f'tau[{f.name}]']:.5g}" for f in self.prob.factors)
-            print(f"iter {it:3d}  objective {row['objective']:.10g}  max|grad| {gmax:.3e}  "
-                  f"step {step_len:.3g}  passes {self.n_passes}  {row['seconds']:.2f}s  {taus}",
-                  flush=True)
+            print(f"iter {it:3d}  objective {row['objective']:.10g}  max_grad {cert[0]:.3e}  "
+                  f"max_step {cert[1]:.3e}  step {t:.3g}  passes {self.n_passes}  "
+                  f"{row['seconds']:.2f}s  {taus}", flush=True)
         if self.callback is not None:
             self.callback(row)
+
+    def run(self, beta, A):
+        """The Newton template from (beta, A); returns (beta, A, alpha, converged, n_iter)
+        and keeps the final level blocks (``Hp``) and tr (H_l + I/tau^2)^-1 (``trinv``)."""
+        self.t0 = time.perf_counter()
+        pt, converged, n_iter, _ = run_newton(self, self.evaluate((beta, A)), tol=self.tol,
+                                              maxiter=self.maxiter)
+        beta, A = pt.theta
+        prob = self.prob
+        self.Hp = pt.Hp
+        self.trinv = (km.block_solve(pt.Hp, prob.alpha_levels(self.alpha), np.zeros((prob.Q, prob.C)))[1]
+                      if prob.K else np.zeros(0))
+        return beta, A, self.alpha, converged, n_iter
+
+
+@dataclass
+class SoftmaxPoint:
+    """(beta, A) and the quantities of the level pass there."""
+
+    theta: tuple
+    ll: float
+    gb: np.ndarray
+    G: np.ndarray
+    Hp: np.ndarray
+    f: float = float("inf")
 
 
 def _is_constant(X: np.ndarray) -> bool:
@@ -626,12 +624,6 @@ def _center(prob: SoftmaxProblem, beta, A, b: int):
         A[sl] -= m
         beta[b] += (m - m[0]) / prob.X[0, b]
     return beta, A
-
-
-def _grad_max(gb, G, A, alpha_l) -> float:
-    """The largest absolute penalised gradient over beta[:, 1:] and every effect."""
-    gA = np.max(np.abs(G - alpha_l[:, None] * A), initial=0.0) if len(alpha_l) else 0.0
-    return max(float(np.max(np.abs(gb[:, 1:]), initial=0.0)), float(gA))
 
 
 def _dir_gradient(prob, Gpen, D):
