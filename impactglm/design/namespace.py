@@ -8,9 +8,10 @@ once more every string it is asked to evaluate.  What may appear:
 
 * **names**: the data's columns; the functions of :data:`FUNCTIONS` (``I``, ``Q``,
   ``C``, ``center``, ``standardize``, ``scale``, ``bs``, ``cr``, ``cc``, ``te``,
-  ``log``, ``log2``, ``log10``, ``log1p``, ``exp``, ``expm1``, ``sqrt``); the
+  ``log``, ``log2``, ``log10``, ``log1p``, ``exp``, ``expm1``, ``sqrt``, ``offset``); the
   contrasts of :data:`CONTRASTS` (``Treatment``, ``Sum``, ``Helmert``, ``Poly``,
-  ``Diff``); ``True``, ``False``, ``None``.  No name starting with ``__``.
+  ``Diff``); ``True``, ``False``, ``None``.  No Python internal (``__import__``,
+  ``__builtins__``, ``__class__``, ...; a column may still be called ``__y__``).
 * **NumPy**: ``np.<name>`` / ``numpy.<name>`` for the names in :data:`NUMPY_NAMES`
   (every NumPy ufunc, e.g. ``np.log``, ``np.abs``, ``np.maximum``, ``np.isfinite``;
   plus ``np.clip``, ``np.where``, ``np.round``, ``np.around`` and the constants
@@ -32,6 +33,7 @@ the offending piece, with a caret when the position in the formula is known.
 from __future__ import annotations
 
 import ast
+import builtins
 import difflib
 import re
 from typing import Collection
@@ -55,6 +57,14 @@ NUMPY_NAMES = frozenset(
 STRING_ARG_CALLS = frozenset({"Q", "C", "bs", "cr", "cc", "te"}) | CONTRASTS
 # Patsy's stateful-transform objects in its generated eval code: _patsy_stobj0__center__
 _STOBJ = re.compile(r"_patsy_stobj\d+__[A-Za-z_][A-Za-z0-9_]*__")
+# Python's own double-underscore names (a column may start with "__", e.g. "__y__", but a
+# formula may never name these); attributes are refused anyway
+_PYTHON_DUNDERS = frozenset(n for n in dir(builtins) if n.startswith("__")) | frozenset(
+    {"__builtins__", "__class__", "__dict__", "__globals__", "__code__", "__subclasses__",
+     "__mro__", "__base__", "__bases__", "__getattribute__", "__reduce__", "__loader__",
+     "__spec__", "__file__", "__name__", "__self__", "__closure__", "__func__", "__init__",
+     "__call__", "__module__", "__qualname__", "__annotations__", "__kwdefaults__",
+     "__defaults__", "__getattr__", "__setattr__", "__delattr__", "__new__", "__doc__"})
 _STOBJ_METHODS = frozenset({"transform", "memorize_chunk"})
 
 _FORBIDDEN = {
@@ -161,9 +171,9 @@ class _Checker:
         # any other name must be a column (checked against the data when it is known)
 
     def no_dunder(self, name: str, node: ast.AST) -> None:
-        if name.startswith("__") or (_STOBJ.fullmatch(name) and not self.internal):
-            self.fail(f"the name {name!r} is not allowed in a formula (names starting with "
-                      "'__' are Python internals)", node)
+        if name in _PYTHON_DUNDERS or (_STOBJ.fullmatch(name) and not self.internal):
+            self.fail(f"the name {name!r} is not allowed in a formula (it is one of Python's "
+                      "internals)", node)
 
     def attribute(self, node: ast.Attribute, called: bool) -> None:
         base = node.value

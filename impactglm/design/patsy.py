@@ -75,7 +75,7 @@ NAMESPACE: dict = {"np": np, "numpy": np, "log": np.log, "log2": np.log2, "log10
                     "log1p": np.log1p, "exp": np.exp, "expm1": np.expm1, "sqrt": np.sqrt,
                     "offset": offset}            # offset(expr) terms: design/offsets.py
 NAMESPACE.update({name: getattr(patsy.builtins, name) for name in sorted(FUNCTIONS | CONTRASTS)
-                  if name not in NAMESPACE})
+                  if name not in NAMESPACE and hasattr(patsy.builtins, name)})
 NAMESPACE["standardize"] = NAMESPACE["scale"] = patsy.state.stateful_transform(FastStandardize)
 EVAL_ENV = ClosedEnvironment([NAMESPACE])
 assert set(NAMESPACE) == FUNCTIONS | CONTRASTS | {"np", "numpy"}
