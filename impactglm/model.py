@@ -33,6 +33,7 @@ from .results.base import linalg_warnings_as_ours
 from .results.glm import GLMResults
 from .results.multinomial import MultinomialResults, score_holdout
 from .solvers.api import fit_high_cardinality, fit_multinomial
+from .solvers.prior_scale import GLMM_METHODS
 from .solvers.irls import warn_separation
 from .solvers.linalg import check_full_rank
 from .solvers.plain import align_groups, combine_weights, fit_plain
@@ -203,13 +204,16 @@ def _boundary_rows_possible(out, design: Design, family: Family) -> bool:
     pass over the rows for the warning."""
     if family.name not in ("binomial", "poisson"):
         return False
-    X = design.X
-    bound = float(np.abs(design.offset).max()) if design.offset is not None and len(design.offset) else 0.0
-    if X.shape[1]:
-        bound += float(np.abs(X).max(axis=0) @ np.abs(np.asarray(out.beta, dtype=float)))
+    X, off = design.X, design.offset
+    bound = max(float(off.max()), -float(off.min())) if off is not None and len(off) else 0.0
+    if X.shape[1] and X.shape[0]:
+        col_max = np.maximum(X.max(axis=0), -X.min(axis=0))      # max |x_j| without an |X| copy
+        bound += float(col_max @ np.abs(np.asarray(out.beta, dtype=float)))
     bound += sum(float(np.abs(e.effect).max()) for e in out.effects if len(e.effect))
     return not bound < _SAFE_ETA
-_METHODS = ("reml", "ml", "nagq0", "laplace")
+
+
+_METHODS = ("reml", "ml") + GLMM_METHODS      # gaussian REML/ML; glmer nAGQ = 0 / 1
 
 
 def _fit_options(maxiter, tol, method, holdout, seed, callback) -> dict:

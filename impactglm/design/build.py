@@ -61,7 +61,7 @@ from .checks import (check_response_magnitude, check_single_level_terms,
                      warn_float_factor, warn_numeric_text)
 from .levels import drop_unused_categories, factorize, group_codes, single_level_error
 from .offsets import split_offset_columns
-from .patsy import build_patsy, expr_names, is_function_ok, NAMESPACE, NamesUsed, patsy_factor_names, random_design
+from .patsy import build_patsy, formula_names, is_function_ok, NAMESPACE, NamesUsed, random_design
 from .response import encode_response
 from .rows import as_frame, drop_transform_nan, finite_rows, KeptRows, NA_ACTIONS, row_label, select_rows, vector_argument
 from .spec import categorize, design_info_to_dict, ModelSpec
@@ -90,19 +90,13 @@ class _Columns:
     high_cardinality: list
 
 
-def _formula_columns(parsed: ParsedFormula, data, rhs_text: str, shift: int,
+def _formula_columns(parsed: ParsedFormula, data,
                      extra: Sequence[str]) -> tuple[pd.DataFrame, _Columns]:
     """The table (only the needed columns of an Arrow table) and the columns the formula
     uses; unknown names raise ColumnNotFoundError (closest name suggested) and unknown
     functions FormulaError with a caret, before any numerical work."""
     text = parsed.text
-    fixed_names, _ = patsy_factor_names(rhs_text, text, shift)
-    lhs_pos = len(text) - len(text.lstrip())
-    resp_names = expr_names(parsed.response, text, lhs_pos) if parsed.response else NamesUsed([], [])
-    random_names = []
-    for term in parsed.random:
-        pos = max(text.find(term.expr), 0)
-        random_names.append(patsy_factor_names("~ " + term.expr, text, pos - 2)[0])
+    fixed_names, resp_names, random_names = formula_names(parsed)
     groups = unique_in_order(v for t in parsed.random for v in t.group_vars)
     wanted = {n for names in [fixed_names, resp_names, *random_names] for n, _ in names.columns}
     wanted |= set(parsed.high_cardinality) | set(groups) | set(extra)
@@ -201,7 +195,7 @@ def build_design(formula: str | ParsedFormula, data, *, family: str = "gaussian"
     rhs_text = patsy_rhs_text(text)
     shift = -1 if not parsed.response else 0
     extra = [a for a in (weights, offset) if isinstance(a, str)]
-    frame, cols = _formula_columns(parsed, data, rhs_text, shift, extra)
+    frame, cols = _formula_columns(parsed, data, extra)
     w_values, w_col, w_kind = vector_argument(weights, frame, "weights")
     o_values, o_col, o_kind = vector_argument(offset, frame, "offset")
 
